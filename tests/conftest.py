@@ -1,0 +1,239 @@
+"""Real services for the tests.
+
+``MAINTD_TEST_REDIS_URL`` / ``MAINTD_TEST_POSTGRES_DSN`` point at existing servers
+(CI: the machine's Redis 7 and PostgreSQL 15); when unset, an embedded Redis 6.2
+and PostgreSQL 18 are started for the session. Each session works in its own
+PostgreSQL databases (dropped at the end) and its own Redis database index.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis
+
+from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_dsn: str
+    embedded: EmbeddedPostgres | None = None
+    created: list[str] = field(default_factory=list)
+
+    def dsn(self, database: str) -> str:
+        parts = urlsplit(self.admin_dsn)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+    def admin(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(self.admin_dsn, connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def create_database(self, prefix: str = "maintd_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        self.created.append(name)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        conn = self.admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.admin_dsn).port or 5432
+
+
+@pytest.fixture(scope="session")
+def scratch_root() -> Iterator[Path]:
+    """A temp dir other users can traverse (embedded PostgreSQL runs as its own user when root)."""
+    path = Path(tempfile.mkdtemp(prefix="maintd-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(scratch_root: Path) -> Iterator[PgServer]:
+    env = os.environ.get("MAINTD_TEST_POSTGRES_DSN")
+    if env:
+        server = PgServer(env)
+    else:
+        emb = EmbeddedPostgres(scratch_root / "postgres").start()
+        server = PgServer(emb.url(), embedded=emb)
+    yield server
+    for name in server.created:
+        try:
+            server.drop_database(name)
+        except psycopg2.Error:
+            pass
+    if server.embedded:
+        server.embedded.stop()
+
+
+@dataclass
+class RedisServer:
+    url: str
+    embedded: EmbeddedRedis | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(scratch_root: Path) -> Iterator[RedisServer]:
+    env = os.environ.get("MAINTD_TEST_REDIS_URL")
+    if env:
+        server = RedisServer(env)
+    else:
+        emb = EmbeddedRedis(scratch_root / "redis").start()
+        server = RedisServer(emb.url, embedded=emb)
+    yield server
+    if server.embedded:
+        server.embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def results_db(pg_server: PgServer) -> str:
+    """The results/history database of this test session."""
+    return pg_server.dsn(pg_server.create_database("maintd_results"))
+
+
+@pytest.fixture
+def target_db(pg_server: PgServer) -> str:
+    """A fresh database to maintain, dropped after the session."""
+    return pg_server.dsn(pg_server.create_database("maintd_target"))
+
+
+@pytest.fixture
+def broker_url(redis_server: RedisServer) -> str:
+    """The broker with every key of earlier tests removed."""
+    redis_server.client().flushdb()
+    return redis_server.url
+
+
+@dataclass
+class ConfigFactory:
+    path: Path
+    broker_url: str
+    results_url: str
+
+    def write(self, body: str = "", *, visibility_timeout: int = 21600) -> Path:
+        text = textwrap.dedent(f"""\
+            [maintd]
+            host = "testhost"
+            data_dir = "{self.path.parent / 'data'}"
+
+            [broker]
+            url = "{self.broker_url}"
+            visibility_timeout = {visibility_timeout}
+
+            [results]
+            url = "{self.results_url}"
+
+            """) + textwrap.dedent(body)
+        self.path.write_text(text)
+        os.environ["MAINTD_CONFIG"] = str(self.path)
+        from workers.settings import reset_config
+
+        reset_config()
+        return self.path
+
+
+@pytest.fixture
+def config(tmp_path: Path, broker_url: str, results_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfigFactory]:
+    """Write a config for this test (broker + results filled in) and make it current."""
+    monkeypatch.setenv("MAINTD_CONFIG", str(tmp_path / "maintd.toml"))
+    factory = ConfigFactory(tmp_path / "maintd.toml", broker_url, results_db)
+    yield factory
+    from workers.settings import reset_config
+
+    reset_config()
+
+
+def maintd_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workers.cli", *args]
+
+
+@dataclass
+class RunningWorker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def wait_for_workers(names: list[str], timeout_s: float = 60) -> None:
+    """Until every named celery node answers a ping (their consumers are up)."""
+    from workers.app import app
+
+    def all_up() -> bool:
+        replies = app.control.ping(timeout=1.0) or []
+        seen = {name for reply in replies for name in reply}
+        return all(any(s.startswith(n) for s in seen) for n in names)
+
+    wait_until(all_up, timeout_s, f"workers {names}")
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., RunningWorker]]:
+    """Start ``maintd worker`` (both lanes) as a real process tree; stopped after the test."""
+    started: list[RunningWorker] = []
+
+    def start(role: str = "db", host: str = "testhost", concurrency: int = 2, wait: bool = True) -> RunningWorker:
+        log = tmp_path / f"worker-{role}-{host}-{len(started)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(maintd_cmd("worker", "--role", role, "--host", host, "--concurrency", str(concurrency)),
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                                    env={**os.environ})
+        worker = RunningWorker(proc, log)
+        started.append(worker)
+        if wait:
+            wait_for_workers([f"{role}-fast@{host}", f"{role}-slow@{host}"])
+        return worker
+
+    yield start
+    for w in started:
+        w.stop()

