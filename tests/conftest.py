@@ -50,9 +50,12 @@ class PgServer:
 
     def create_database(self, prefix: str = "maintd_test") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with self.admin() as conn, conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
+        conn = self.admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
         self.created.append(name)
         return name
 

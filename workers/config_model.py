@@ -6,12 +6,14 @@ Loading, ``${ENV}`` interpolation, ``*_file`` secrets and error formatting live 
 
 from __future__ import annotations
 
+import re
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.secrets import Secret, SecretUrl
 from workers.windows import MaintenanceWindow, parse_windows
@@ -123,12 +125,99 @@ class PinnedTarget(Target):
 
 
 class RetentionPolicy(Strict):
-    table: str
-    column: str
+    """``[[postgres.retention]]``: archive-then-delete rows older than ``older_than``.
+
+    Names are written as stored, unquoted (``audit_logs``, ``public.audit_logs``); ``where``
+    is SQL written by the operator (trusted like the DSN), checked to be one balanced
+    boolean expression: no ``;``, no comments, parentheses balanced outside quotes.
+    """
+
+    table: str = Field(min_length=1)
+    column: str = Field(min_length=1)
     older_than: str
-    archive_table: str | None = None
+    archive_table: str | None = Field(default=None, min_length=1)
     where: str | None = None
     allow_empty: bool = False
+    batch_size: int = Field(default=1000, ge=1)  # first batch; adapts to target_batch_s
+    min_batch_size: int = Field(default=100, ge=1)
+    max_batch_size: int = Field(default=50000, ge=1)
+    target_batch_s: float = Field(default=0.5, gt=0, le=60)
+    pause_s: float = Field(default=0.0, ge=0, le=60)  # between batches: lets writers and replicas breathe
+
+    @field_validator("older_than")
+    @classmethod
+    def _older_than(cls, v: str) -> str:
+        parse_age(v)
+        return v
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_where(v)
+        return v
+
+    @model_validator(mode="after")
+    def _batches(self) -> RetentionPolicy:
+        if not self.min_batch_size <= self.batch_size <= self.max_batch_size:
+            raise ValueError("need min_batch_size <= batch_size <= max_batch_size")
+        return self
+
+    @property
+    def max_age(self) -> timedelta:
+        return parse_age(self.older_than)
+
+
+_AGE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+_AGE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``"365d"``, ``"12h"``, ``"30m"``, ``"2w"``, ``"90s"`` → timedelta (positive)."""
+    m = _AGE.match(text)
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"age {text!r}: expected a positive number and a unit s/m/h/d/w, e.g. '365d'")
+    return timedelta(seconds=int(m.group(1)) * _AGE_UNITS[m.group(2)])
+
+
+def check_where(text: str) -> None:
+    """Refuse a ``where`` that could end or escape the expression it is wrapped in."""
+    if "\\" in text:  # E'..\'..' escapes would let a quote end where this scan does not see it
+        raise ValueError("where: backslashes are not allowed")
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in ("'", '"'):
+            quote = ch
+        elif ch == ";":
+            raise ValueError("where: ';' is not allowed (one boolean expression only)")
+        elif text.startswith("--", i) or text.startswith("/*", i):
+            raise ValueError("where: SQL comments are not allowed")
+        elif ch == "$" and re.match(r"\$[A-Za-z_]*\$", text[i:]):
+            raise ValueError("where: dollar quoting is not allowed")
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("where: unbalanced ')'")
+    if quote or depth:
+        raise ValueError("where: unbalanced quotes or parentheses")
+    if not text.strip():
+        raise ValueError("where: empty")
+
+
+class AdmissionLimits(Strict):
+    """``[postgres.admission]``: live-load limits checked before each table or batch of heavy work."""
+
+    max_active_sessions: int = Field(default=50, ge=0)
+    max_lock_waits: int = Field(default=5, ge=0)
+    max_transaction_age_s: float = Field(default=1800, gt=0)
+    max_replication_lag_s: float = Field(default=300, gt=0)
+    backoff_s: float = Field(default=300, ge=0)  # a deferred run is released again after this
 
 
 class PostgresTarget(Target):
@@ -140,6 +229,23 @@ class PostgresTarget(Target):
     vacuum_full_tables: list[str] = Field(default_factory=list)
     analyze_tables: list[str] = Field(default_factory=list)
     retention: list[RetentionPolicy] = Field(default_factory=list)
+    # PostgreSQL maintenance (tasks/pg): thresholds default to the runbooks' numbers.
+    admission: AdmissionLimits = Field(default_factory=AdmissionLimits)
+    vacuum_min_dead_tuples: int = Field(default=1000, ge=0)
+    vacuum_min_dead_ratio: float = Field(default=0.10, ge=0)
+    vacuum_budget_s: float = Field(default=1800, gt=0)
+    vacuum_full_min_bloat_ratio: float = Field(default=0.5, gt=0, le=1)
+    vacuum_full_min_size_mb: float = Field(default=100, ge=0)
+    # Free space assumed on the server's data filesystem when maintd cannot statvfs it (remote server).
+    free_disk_floor_mb: float | None = Field(default=None, ge=0)
+    reindex_min_bloat_ratio: float = Field(default=0.3, gt=0, le=1)
+    reindex_min_size_mb: float = Field(default=10, ge=0)
+    reindex_blocking: bool = False  # allow plain (blocking) REINDEX where CONCURRENTLY is impossible
+    unused_index_min_size_mb: float = Field(default=1, ge=0)
+    slow_query_mean_ms: tuple[float, float] = (500, 2000)
+    slow_queries_top: int = Field(default=10, ge=1, le=100)
+    terminate_users: list[str] = Field(default_factory=list)  # long_queries may terminate these (opt-in)
+    terminate_applications: list[str] = Field(default_factory=list)
 
 
 class RedisTarget(Target):
@@ -272,6 +378,24 @@ class AlertChannel(Strict):
     password: Secret | None = None
     from_addr: str | None = None
     to: list[str] = Field(default_factory=list)
+    # PEM CA certificate(s) to trust instead of the system store (HTTPS, SMTP TLS). Usually given
+    # as ``ca_file = "/etc/maintd/private-ca.pem"`` (the generic ``*_file`` mechanism reads it).
+    ca: str | None = None
+
+    @field_validator("ca")
+    @classmethod
+    def _ca_pem(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import ssl
+
+        if "-----BEGIN CERTIFICATE-----" not in v:
+            raise ValueError("ca: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)")
+        try:
+            ssl.create_default_context(cadata=v)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"ca: cannot load the PEM certificate: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _kind_fields(self) -> AlertChannel:
@@ -279,6 +403,9 @@ class AlertChannel(Strict):
             raise ValueError(f"alert channel kind {self.kind!r} needs 'url'")
         if self.kind == "email" and not (self.smtp_host and self.from_addr and self.to):
             raise ValueError("alert channel kind 'email' needs 'smtp_host', 'from_addr' and 'to'")
+        if self.kind == "email" and self.username and not (self.starttls or self.ssl):
+            raise ValueError("alert channel kind 'email': 'username' needs 'starttls' or 'ssl'"
+                             " (credentials are never sent in clear text)")
         if not self.name:
             object.__setattr__(self, "name", self.kind)
         return self
@@ -288,6 +415,9 @@ class AlertingSection(Strict):
     remind_every_hours: float = Field(default=4, gt=0)
     delivery_attempts: int = Field(default=3, ge=1, le=10)
     backoff_s: float = Field(default=1.0, ge=0)
+    # All channels of one alert are tried in parallel; retries stop at this deadline so a dead
+    # endpoint cannot push a task past its soft time limit.
+    delivery_deadline_s: float = Field(default=20, gt=0, le=300)
 
 
 class TaskOverride(Strict):
@@ -315,7 +445,7 @@ class Config(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     alerting: AlertingSection = Field(default_factory=AlertingSection)
     alerts: list[AlertChannel] = Field(default_factory=list)
-    schedule: dict[str, str] = Field(default_factory=dict)
+    schedule: dict[str, Annotated[str, AfterValidator(validate_cron)]] = Field(default_factory=dict)
     tasks: dict[str, TaskOverride] = Field(default_factory=dict)
     postgres: list[PostgresTarget] = Field(default_factory=list)
     redis: list[RedisTarget] = Field(default_factory=list)
@@ -324,11 +454,6 @@ class Config(Strict):
     hosts: list[HostTarget] = Field(default_factory=list)
     certificates: list[CertificateTarget] = Field(default_factory=list)
     logs: list[LogsTarget] = Field(default_factory=list)
-
-    @field_validator("schedule")
-    @classmethod
-    def _crons(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k: validate_cron(expr) for k, expr in v.items()}
 
     def all_targets(self) -> list[Target]:
         out: list[Target] = []

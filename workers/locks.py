@@ -81,10 +81,13 @@ def broker_redis(config: Config) -> redis.Redis:
 
 
 @contextmanager
-def redis_lock(client: redis.Redis, kind: str, name: str, label: str) -> Iterator[None]:
+def redis_lock(client: redis.Redis, kind: str, name: str, label: str, ttl_s: float = REDIS_LOCK_TTL_S,
+               heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """The token names the holder; the heartbeat keeps a short TTL alive while the work runs,
+    so a killed holder frees the lock within ``ttl_s``."""
     key = f"maintd:lock:{kind}:{name}"
     token = f"{label} token {uuid.uuid4().hex[:12]}"
-    lock = client.lock(key, timeout=REDIS_LOCK_TTL_S, blocking=False, thread_local=False)
+    lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
     try:
         got = lock.acquire(token=token)
     except redis.RedisError as exc:
@@ -95,9 +98,9 @@ def redis_lock(client: redis.Redis, kind: str, name: str, label: str) -> Iterato
     stop = threading.Event()
 
     def heartbeat() -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(heartbeat_s):
             try:
-                lock.extend(REDIS_LOCK_TTL_S, replace_ttl=True)
+                lock.extend(ttl_s, replace_ttl=True)
             except Exception as exc:  # noqa: BLE001 - a lost heartbeat is logged, the work goes on
                 logger.warning("lock heartbeat for %s failed: %s", key, exc)
 
@@ -113,7 +116,7 @@ def redis_lock(client: redis.Redis, kind: str, name: str, label: str) -> Iterato
         except redis.exceptions.LockError:
             logger.warning("lock %s expired before release (heartbeat lost?)", key)
         except redis.RedisError as exc:
-            logger.warning("lock %s not released: %s (expires in %ss)", key, exc, REDIS_LOCK_TTL_S)
+            logger.warning("lock %s not released: %s (expires in %ss)", key, exc, ttl_s)
 
 
 @contextmanager

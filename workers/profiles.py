@@ -26,7 +26,7 @@ def worker_children(role: str, host: str, env: dict[str, str] | None = None, fas
     for lane, concurrency in (("fast", fast), ("slow", 1)):
         queues = ",".join(lane_queues(role, lane, host))
         argv = celery_argv("worker", "-Q", queues, "-n", f"{role}-{lane}@{host}", "-c", str(concurrency),
-                           "-O", "fair", "--loglevel", loglevel, "-E")
+                           "-O", "fair", "--loglevel", loglevel, "-E", "--without-mingle")
         # A slow-lane child runs for its task's whole hard limit; give it time to finish on SIGTERM.
         children.append(Child(f"worker {role}/{lane}", argv, env, grace_s=60 if lane == "fast" else 120))
     return children

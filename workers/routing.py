@@ -8,6 +8,7 @@ processes, so a running high-impact task never delays a health check.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kombu import Exchange, Queue
@@ -30,9 +31,13 @@ def effective_impact(spec: TaskSpec, config: Config) -> str:
 
 
 def all_queue_names(config: Config) -> list[str]:
+    """Shared queues, every configured host's queues, and this worker's own host's
+    (``MAINTD_HOST``, set by ``maintd worker``) even before any target is pinned to it."""
     names = [queue_name(r, i) for r in ROLES for i in IMPACTS]
+    own = os.environ.get("MAINTD_HOST")
     for role in ROLES:
-        for host in config.hosts_of(role):
+        hosts = config.hosts_of(role)
+        for host in hosts + ([own] if own and own not in hosts else []):
             names.extend(queue_name(role, i, host) for i in IMPACTS)
     return names
 

@@ -45,12 +45,22 @@ def _fmt_path(loc: tuple[Any, ...], raw: Any) -> str:
             name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
             out += f'["{name}"]' if isinstance(name, str) else f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = f'"{part}"' if "." in str(part) or " " in str(part) else str(part)
+            out += f".{key}" if out else key
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             node = None
     return out or "(top level)"
+
+
+def _get(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
 
 
 def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -167,6 +177,12 @@ def parse_config(text: str, source: str = "maintd.toml", base: Path | None = Non
                     msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
                 elif err["type"] in ("literal_error", "enum"):
                     msg = f"{msg.lower()}"
+                elif err["type"] == "missing":
+                    msg = f"missing required key {loc[-1]!r}" if loc else "missing required key"
+                    loc = loc[:-1]
+                elif err["type"] == "string_pattern_mismatch":
+                    msg = ("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                           f" (got {str(_get(raw, loc))!r})")
                 errors.append((loc, msg))
         else:
             errors = _cross_checks(cfg)

@@ -127,11 +127,12 @@ def maintenance_task(name: str, **options: Any) -> Callable[[Callable[..., Resul
 
         run.__name__ = body.__name__
         run.__doc__ = body.__doc__
-        task = app.task(name=name, bind=True, base=MaintenanceTask, shared=False,
-                        soft_time_limit=final.soft_time_limit, time_limit=final.time_limit,
-                        max_retries=final.max_retries, acks_late=True)(run)
-        task.spec = final
-        task.body = body
+        # spec/body become class attributes: setting them on the proxy would evaluate it
+        # (and load the config) at import time.
+        task: MaintenanceTask = app.task(name=name, bind=True, base=MaintenanceTask, shared=False,
+                                         soft_time_limit=final.soft_time_limit, time_limit=final.time_limit,
+                                         max_retries=final.max_retries, acks_late=True,
+                                         spec=final, body=staticmethod(body))(run)
         return task
 
     return wrap

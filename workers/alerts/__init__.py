@@ -12,6 +12,7 @@ import logging
 from workers.alerts.model import Alert
 from workers.alerts.state import observe
 from workers.config_model import Config
+from workers.errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -22,5 +23,7 @@ def observe_safely(config: Config, task: str, target: str | None, status: str, s
     """``observe`` that logs instead of raising: alerting never fails maintenance."""
     try:
         observe(config, task, target, status, summary, host)
-    except Exception:  # noqa: BLE001 - see docstring
-        logger.exception("alert evaluation for %s[%s] failed", task, target)
+    except Exception as exc:  # noqa: BLE001 - see docstring (also the soft time limit: the run is recorded)
+        logger.error("alert evaluation for %s[%s] (%s) failed: %s: %s", task, target, status,
+                     type(exc).__name__, first_line(exc))
+        logger.debug("alert evaluation traceback", exc_info=True)

@@ -1,13 +1,22 @@
-"""Channel ``email``: SMTP with STARTTLS (or implicit TLS) and optional auth."""
+"""Channel ``email``: SMTP with STARTTLS (default) or implicit TLS, optional AUTH.
+
+Certificates are always verified (``ca`` trusts a private CA); credentials are only
+sent over TLS (the config refuses ``username`` without ``starttls`` or ``ssl``).
+"""
 
 from __future__ import annotations
 
+import logging
 import smtplib
-import ssl
+from datetime import datetime
 from email.message import EmailMessage
+from email.utils import format_datetime, formatdate, make_msgid
 
-from workers.alerts.model import Alert
+from workers.alerts.model import Alert, DeliveryError
+from workers.alerts.tls import context
 from workers.config_model import AlertChannel
+
+logger = logging.getLogger(__name__)
 
 
 def message(channel: AlertChannel, alert: Alert) -> EmailMessage:
@@ -15,24 +24,59 @@ def message(channel: AlertChannel, alert: Alert) -> EmailMessage:
     msg["Subject"] = alert.title
     msg["From"] = channel.from_addr or ""
     msg["To"] = ", ".join(channel.to)
+    msg["Date"] = _date(alert.at)
+    # An explicit domain: make_msgid() would otherwise resolve the FQDN (DNS, no timeout).
+    msg["Message-ID"] = make_msgid("maintd", domain=alert.host or "maintd.invalid")
+    previous = f" (previously {alert.previous})" if alert.previous else ""
     msg.set_content(
-        f"{alert.text}\n\nTask: {alert.task}\nTarget: {alert.target}\nSeverity: {alert.severity}"
-        f" (previously {alert.previous or 'unknown'})\nHost: {alert.host}\nAt: {alert.at}\n"
+        f"{alert.text}\n\n"
+        f"Kind:     {alert.kind}\n"
+        f"Task:     {alert.task}\n"
+        f"Target:   {alert.target or '-'}\n"
+        f"Severity: {alert.severity}{previous}\n"
+        f"Status:   {alert.status}\n"
+        f"Host:     {alert.host}\n"
+        f"At:       {alert.at}\n"
+        f"\n{alert.summary}\n"
     )
     return msg
 
 
-def send(channel: AlertChannel, alert: Alert) -> None:
-    assert channel.smtp_host
-    context = ssl.create_default_context()
-    smtp: smtplib.SMTP
-    if channel.ssl:
-        smtp = smtplib.SMTP_SSL(channel.smtp_host, channel.smtp_port, timeout=channel.timeout_s, context=context)
-    else:
-        smtp = smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=channel.timeout_s)
-    with smtp:
-        if channel.starttls and not channel.ssl:
-            smtp.starttls(context=context)
-        if channel.username:
-            smtp.login(channel.username, channel.password.reveal() if channel.password else "")
-        smtp.send_message(message(channel, alert))
+def _date(iso: str) -> str:
+    try:
+        return format_datetime(datetime.fromisoformat(iso))
+    except ValueError:
+        return formatdate(usegmt=True)
+
+
+def send(channel: AlertChannel, alert: Alert, timeout_s: float) -> None:
+    assert channel.smtp_host  # validated by AlertChannel
+    where = f"smtp {channel.smtp_host}:{channel.smtp_port}"
+    tls = context(channel.ca)
+    try:
+        smtp: smtplib.SMTP
+        if channel.ssl:
+            smtp = smtplib.SMTP_SSL(channel.smtp_host, channel.smtp_port, timeout=timeout_s, context=tls)
+        else:
+            smtp = smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=timeout_s)
+        with smtp:
+            if channel.starttls and not channel.ssl:
+                smtp.starttls(context=tls)
+            if channel.username:
+                smtp.login(channel.username, channel.password.reveal() if channel.password else "")
+            refused = smtp.send_message(message(channel, alert))
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(f"{where}: authentication as {channel.username!r} refused ({exc.smtp_code})") from None
+    except smtplib.SMTPResponseException as exc:
+        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        raise DeliveryError(f"{where}: {type(exc).__name__} {exc.smtp_code} {' '.join(text.split())}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(f"{where}: every recipient refused: {', '.join(exc.recipients)}") from None
+    except TimeoutError:
+        raise DeliveryError(f"{where}: timed out after {timeout_s:.0f}s") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeliveryError(f"{where}: {text}") from None
+    if refused:
+        # Partly delivered: retrying would duplicate it for the others, so only say so.
+        logger.warning("alert email via %s: recipients refused: %s", where, ", ".join(refused))

@@ -1,11 +1,20 @@
-"""The alert a channel sends."""
+"""The alert a channel sends, and the error a channel raises when it cannot."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
+from workers.errors import MaintdError
+from workers.outcome import SEVERITY_RANK
+
+__all__ = ["SEVERITY_RANK", "Alert", "DeliveryError", "KINDS"]
+
+KINDS = ("problem", "recovery", "reminder", "test")
+
+
+class DeliveryError(MaintdError):
+    """A channel could not deliver. The message names the channel, never its secrets."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +31,8 @@ class Alert:
 
     @property
     def title(self) -> str:
-        label = {"problem": self.severity.upper(), "recovery": "RECOVERED", "reminder": f"STILL {self.severity.upper()}",
-                 "test": "TEST"}[self.kind]
+        label = {"problem": self.severity.upper(), "recovery": "RECOVERED",
+                 "reminder": f"STILL {self.severity.upper()}", "test": "TEST"}[self.kind]
         subject = f"{self.task}[{self.target}]" if self.target else self.task
         return f"[maintd] {label}: {subject}"
 
