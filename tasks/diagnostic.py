@@ -22,7 +22,7 @@ def noop(run: RunContext, target: Target) -> Result:
 
 
 @maintenance_task("maintd.hold", impact="high", target="postgres",
-                  soft_time_limit=3600, time_limit=3660, max_retries=0)
+                  soft_time_limit=3600, time_limit=3660, max_retries=1)
 def hold(run: RunContext, target: Target, seconds: float = 30.0) -> Result:
     """Hold the target's lock and the slow lane for ``seconds`` (max one hour)."""
     seconds = max(0.0, min(float(seconds), 3590.0))

@@ -188,6 +188,17 @@ class RunningWorker:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def wait_ready(self, nodes: list[str], timeout_s: float = 60, after: int = 0) -> None:
+        """Until each celery node logged "<node> ready." (after byte offset ``after``)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            text = self.log.read_text(errors="replace")[after:]
+            return all(f"{n} ready." in text for n in nodes)
+
+        wait_until(ready, timeout_s, f"workers {nodes} ready (log {self.log})")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -234,7 +245,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., RunningWorker]]:
         worker = RunningWorker(proc, log)
         started.append(worker)
         if wait:
-            wait_for_workers([f"{role}-fast@{host}", f"{role}-slow@{host}"])
+            worker.wait_ready([f"{role}-fast@{host}", f"{role}-slow@{host}"])
         return worker
 
     yield start

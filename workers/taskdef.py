@@ -132,6 +132,8 @@ def maintenance_task(name: str, **options: Any) -> Callable[[Callable[..., Resul
         task: MaintenanceTask = app.task(name=name, bind=True, base=MaintenanceTask, shared=False,
                                          soft_time_limit=final.soft_time_limit, time_limit=final.time_limit,
                                          max_retries=final.max_retries, acks_late=True,
+                                         # a run lost with its worker is retried this soon
+                                         default_retry_delay=5,
                                          spec=final, body=staticmethod(body))(run)
         return task
 

@@ -1,0 +1,115 @@
+"""Faults: a worker killed mid-task, Redis restarted under a running worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
+from workers.embedded import EmbeddedRedis
+
+
+def pg_target(dsn: str) -> str:
+    return f'[[postgres]]\nname = "local"\ndsn = "{dsn}"\n'
+
+
+def runs_of(task_id: str) -> list[dict[str, Any]]:
+    from workers.history import history
+
+    return sorted(history().runs(task_id=task_id), key=lambda r: r["id"])
+
+
+def running_pid(task_id: str) -> int | None:
+    rows = [r for r in runs_of(task_id) if r["status"] == "running"]
+    return int(rows[-1]["worker"].rsplit("/", 1)[1]) if rows else None
+
+
+def test_pool_process_killed_mid_task_runs_again_once(config: ConfigFactory, target_db: str,
+                                                      start_worker: Any) -> None:
+    config.write(pg_target(target_db))
+    start_worker(role="db", host="db-a")
+    start_worker(role="db", host="db-b")
+    from tasks.diagnostic import hold
+
+    result = hold.delay("local", seconds=4)
+    pid = wait_until(lambda: running_pid(result.id), 30, "the run to start")
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+    outcome = result.get(timeout=90)
+    assert outcome["status"] == "ok" and outcome["attempt"] == 2
+    time.sleep(3)  # nothing else may run it a third time
+    rows = runs_of(result.id)
+    assert [(r["attempt"], r["status"]) for r in rows] == [(1, "lost"), (2, "ok")]
+    assert "worker lost" in rows[0]["error"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_whole_worker_killed_task_redelivered_to_surviving_worker(config: ConfigFactory, target_db: str,
+                                                                  start_worker: Any) -> None:
+    """SIGKILL to a worker's whole process tree: the unacked message comes back after the
+    visibility timeout (short here, with every task's hard limit lowered below it) and
+    runs on the worker that survived."""
+    from workers.catalog import load_catalog
+
+    limits = "".join(f'[tasks."{name}"]\nsoft_time_limit = 20\ntime_limit = 25\n'
+                     for name, spec in load_catalog().items() if spec.time_limit > 25)
+    config.write(pg_target(target_db) + limits, visibility_timeout=30)
+    victim = start_worker(role="db", host="db-a")
+    from tasks.diagnostic import hold
+
+    # Only the victim is up when the message is taken.
+    result = hold.delay("local", seconds=3)
+    pid = wait_until(lambda: running_pid(result.id), 30, "the run to start on db-a")
+    assert "db-slow@db-a" in runs_of(result.id)[-1]["worker"]
+    tree = [victim.proc.pid] + [p.pid for p in psutil.Process(victim.proc.pid).children(recursive=True)]
+    assert pid in tree
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    start_worker(role="db", host="db-b")
+    outcome = result.get(timeout=120)
+    assert outcome["status"] == "ok"
+    rows = runs_of(result.id)
+    assert [r["status"] for r in rows] == ["lost", "ok"]
+    assert "db-slow@db-b" in rows[-1]["worker"]
+
+
+@pytest.fixture
+def own_redis(scratch_root: Path) -> Any:
+    server = EmbeddedRedis(scratch_root / f"redis-{time.time_ns()}").start()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_under_running_worker(tmp_path: Path, results_db: str, target_db: str, own_redis: EmbeddedRedis,
+                                            start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = ConfigFactory(tmp_path / "maintd.toml", own_redis.url, results_db)
+    monkeypatch.setenv("MAINTD_CONFIG", str(factory.path))
+    path = factory.write(pg_target(target_db))
+    worker = start_worker(role="db")
+
+    def run_noop() -> subprocess.CompletedProcess[str]:
+        # a fresh process: the CLI as an operator would use it, on this test's own broker
+        return subprocess.run(maintd_cmd("--config", str(path), "run", "maintd.noop", "local", "--wait",
+                                         "--timeout", "60"), capture_output=True, text=True, cwd=ROOT, timeout=90)
+
+    first = run_noop()
+    assert first.returncode == 0 and '"status": "ok"' in first.stdout, first.stderr
+    offset = len(worker.log.read_bytes())
+    own_redis.stop()
+    time.sleep(2)
+    own_redis.start()  # same port, empty: queues and bindings are gone too
+    wait_until(lambda: "Connected to redis://" in worker.log.read_text(errors="replace")[offset:], 60,
+               "the worker to reconnect")
+    second = run_noop()
+    assert second.returncode == 0 and '"status": "ok"' in second.stdout, second.stderr + worker.log.read_text()[-3000:]
+    assert worker.proc.poll() is None  # the same worker, not a restart
