@@ -238,7 +238,7 @@ class PostgresTarget(Target):
     vacuum_full_min_size_mb: float = Field(default=100, ge=0)
     # Free space assumed on the server's data filesystem when maintd cannot statvfs it (remote server).
     free_disk_floor_mb: float | None = Field(default=None, ge=0)
-    reindex_min_bloat_ratio: float = Field(default=0.3, gt=0, le=1)
+    reindex_min_bloat_ratio: float = Field(default=0.5, gt=0, le=1)
     reindex_min_size_mb: float = Field(default=10, ge=0)
     reindex_blocking: bool = False  # allow plain (blocking) REINDEX where CONCURRENTLY is impossible
     unused_index_min_size_mb: float = Field(default=1, ge=0)
@@ -246,6 +246,7 @@ class PostgresTarget(Target):
     slow_queries_top: int = Field(default=10, ge=1, le=100)
     terminate_users: list[str] = Field(default_factory=list)  # long_queries may terminate these (opt-in)
     terminate_applications: list[str] = Field(default_factory=list)
+    xid_age_percent: tuple[float, float] = (50, 75)  # of the 2^31 wraparound horizon: (warning, critical)
 
 
 class RedisTarget(Target):
@@ -363,12 +364,41 @@ class Thresholds(Strict):
         return self
 
 
+class WebhookUrl(SecretUrl):
+    """A webhook URL: its path and query are the credential (a Slack incoming webhook is
+    its token), so it shows as ``scheme://host[:port]/…`` only."""
+
+    @property
+    def masked(self) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self._value)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:
+            return "***"
+        host = f"[{host}]" if ":" in host else host
+        rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+        return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        # Also accept a plain SecretUrl (code building a channel), re-wrapped so it masks this way.
+        return core_schema.no_info_after_validator_function(
+            lambda v: v if isinstance(v, cls) else cls(v.reveal() if isinstance(v, Secret) else v),
+            core_schema.union_schema([core_schema.is_instance_schema(Secret), core_schema.str_schema()]),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v)),
+        )
+
+
 class AlertChannel(Strict):
     kind: Literal["slack", "webhook", "email", "log"]
     name: str = ""
     min_severity: Literal["warning", "critical"] = "warning"
     timeout_s: float = Field(default=10, gt=0, le=120)
-    url: SecretUrl | None = None
+    url: WebhookUrl | None = None
     secret: Secret | None = None  # webhook: HMAC-SHA256 key
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -75,8 +75,8 @@ def send_with_retries(channel: AlertChannel, name: str, alert: Alert, attempts: 
             return Delivery(name, channel.kind, True, attempt, None)
         except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, then retried
             error = scrub(first_line(exc), channel)
-            logger.warning("alert %s for %s[%s] to channel %s (%s) failed, attempt %d/%d: %s", alert.kind,
-                           alert.task, alert.target, name, channel.kind, attempt, attempts, error)
+            logger.warning("alert %s for %s to channel %s (%s) failed, attempt %d/%d: %s", alert.kind,
+                           alert.subject, name, channel.kind, attempt, attempts, error)
         if attempt < attempts:
             pause = backoff_s * (2 ** (attempt - 1))
             if time.monotonic() + pause >= deadline:
@@ -135,6 +135,6 @@ def record(store: HistoryStore, alert: Alert, deliveries: list[Delivery]) -> boo
         store.execute(insert)
         return True
     except Exception as exc:  # noqa: BLE001 - recording is best effort; the log keeps the outcome
-        logger.warning("could not record %d alert deliveries for %s[%s]: %s", len(deliveries), alert.task,
-                       alert.target, first_line(exc))
+        logger.warning("could not record %d alert deliveries for %s: %s", len(deliveries), alert.subject,
+                       first_line(exc))
         return False

@@ -33,8 +33,12 @@ class Alert:
     def title(self) -> str:
         label = {"problem": self.severity.upper(), "recovery": "RECOVERED",
                  "reminder": f"STILL {self.severity.upper()}", "test": "TEST"}[self.kind]
-        subject = f"{self.task}[{self.target}]" if self.target else self.task
-        return f"[maintd] {label}: {subject}"
+        return f"[maintd] {label}: {self.subject}"
+
+    @property
+    def subject(self) -> str:
+        """``task[target]``, or the task alone when it has no target."""
+        return f"{self.task}[{self.target}]" if self.target else self.task
 
     @property
     def text(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from workers.config_model import AlertChannel
+from workers.config_model import AlertChannel, WebhookUrl
 from workers.secrets import MASK, SecretUrl
 
 _MIN_SECRET = 4  # shorter fragments would mangle messages without protecting anything
@@ -20,16 +20,7 @@ def endpoint(url: SecretUrl | None) -> str:
     """``scheme://host[:port]/…``: no userinfo, path, query or fragment."""
     if url is None:
         return "(no url)"
-    try:
-        parts = urlsplit(url.reveal())
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return MASK
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
-    return f"{parts.scheme}://{host}{port}{rest}"
+    return WebhookUrl(url.reveal()).masked
 
 
 def secrets_of(channel: AlertChannel) -> list[str]:

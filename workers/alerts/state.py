@@ -135,8 +135,8 @@ def _recovery_channels(cur, config: Config, names: list[str], alert: Alert) -> l
 def _report_failures(alert: Alert, deliveries: list[Delivery]) -> None:
     for d in deliveries:
         if not d.delivered:
-            logger.error("alert %s for %s[%s] NOT delivered to channel %s (%s) after %d attempt(s): %s",
-                         alert.kind, alert.task, alert.target, d.channel, d.kind, d.attempts, d.error)
+            logger.error("alert %s for %s NOT delivered to channel %s (%s) after %d attempt(s): %s",
+                         alert.kind, alert.subject, d.channel, d.kind, d.attempts, d.error)
 
 
 def _roll_back_notification(store: HistoryStore, alert: Alert, notified_at: datetime,

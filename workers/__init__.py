@@ -1,0 +1,1 @@
+"""maintd runtime: Celery app, config, routing, gates, history, CLI."""
