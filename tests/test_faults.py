@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
-from workers.embedded import EmbeddedRedis
+from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 def pg_target(dsn: str) -> str:
@@ -113,3 +113,37 @@ def test_redis_restart_under_running_worker(tmp_path: Path, results_db: str, tar
     second = run_noop()
     assert second.returncode == 0 and '"status": "ok"' in second.stdout, second.stderr + worker.log.read_text()[-3000:]
     assert worker.proc.poll() is None  # the same worker, not a restart
+
+
+def test_target_postgres_stopped_one_alert_then_one_recovery(tmp_path: Path, scratch_root: Path, config: ConfigFactory,
+                                                             start_worker: Any) -> None:
+    from tests.test_alerts_support import start_capture
+
+    target = EmbeddedPostgres(scratch_root / f"target-{time.time_ns()}").start()
+    capture = start_capture()
+    try:
+        config.write(f'[alerting]\nbackoff_s = 0.05\n[[alerts]]\nkind = "webhook"\nurl = "{capture.url("/hook")}"\n'
+                     f'[[postgres]]\nname = "main"\ndsn = "{target.url()}"\nconnect_timeout_s = 3\n')
+        start_worker(role="db")
+        from tasks.health import postgres
+
+        assert postgres.delay("main").get(timeout=30)["status"] in ("ok", "warning")
+        assert capture.at("/hook") == []  # first sight ok: nothing to say
+
+        target.stop()
+        for _ in range(2):  # seen twice while down: still one alert
+            started = time.monotonic()
+            outcome = postgres.delay("main").get(timeout=30)
+            assert outcome["status"] == "critical", outcome
+            assert time.monotonic() - started < 3 + 5, "critical within the connect timeout"
+        alerts = [c.json() for c in capture.at("/hook")]
+        assert [(a["kind"], a["severity"], a["target"]) for a in alerts] == [("problem", "critical", "main")]
+
+        target.start()
+        assert postgres.delay("main").get(timeout=30)["status"] in ("ok", "warning")
+        assert postgres.delay("main").get(timeout=30)["status"] in ("ok", "warning")
+        alerts = [c.json() for c in capture.at("/hook")]
+        assert [a["kind"] for a in alerts] == ["problem", "recovery"]
+    finally:
+        capture.server.shutdown()
+        target.stop()

@@ -6,7 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from workers.windows import MaintenanceWindow, WindowSyntaxError, inside_any, next_opening, parse_windows
+from workers.windows import (
+    MaintenanceWindow,
+    WindowSyntaxError,
+    inside_any,
+    next_opening,
+    parse_windows,
+)
 
 
 def utc(s: str) -> datetime:

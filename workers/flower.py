@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import socket
-import subprocess
 
 from workers.config_model import Config
 from workers.errors import ConfigError, MaintdError
@@ -45,6 +44,12 @@ def check_credentials(user: str, password: str) -> None:
         raise ConfigError("flower.password: must be non-empty without ','")
 
 
+def scrub_flower_env() -> None:
+    """Drop inherited Flower auth settings: children get only what we set."""
+    for name in _FLOWER_ENV:
+        os.environ.pop(name, None)
+
+
 def has_read_only_switch() -> bool:
     from flower.options import default_options
 
@@ -61,19 +66,12 @@ def port_free(address: str, port: int) -> bool:
     return True
 
 
-class FlowerChild(Child):
-    """A Child whose environment drops inherited FLOWER_* auth settings first."""
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _FLOWER_ENV}
-        env.update(self.env or {})
-        self.proc = subprocess.Popen(list(self.argv), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        logger.info("started %s (pid %d)", self.name, self.proc.pid)
-
-
 def flower_child(address: str, port: int, user: str | None, password: str | None,
-                 read_only: bool = True, env: dict[str, str] | None = None) -> FlowerChild:
-    """The Flower process. ``password=None`` serves without auth (callers check loopback)."""
+                 read_only: bool = True, env: dict[str, str] | None = None) -> Child:
+    """The Flower process. ``password=None`` serves without auth (callers check loopback).
+
+    Call ``scrub_flower_env()`` in the parent first: the child inherits its environment.
+    """
     if read_only and not has_read_only_switch():
         raise MaintdError("the installed Flower has no read-only mode (need flower>=2.2)")
     child_env = dict(env or {})
@@ -86,11 +84,11 @@ def flower_child(address: str, port: int, user: str | None, password: str | None
                        f"--read_only={'true' if read_only else 'false'}",
                        # Ignore a stray ./flowerconfig.py: it could re-open auth or read-only.
                        "--conf=/dev/null", "--enable_events=true")
-    return FlowerChild("flower", argv, child_env, grace_s=10)
+    return Child("flower", argv, child_env, grace_s=10)
 
 
 def build_child(config: Config, *, address: str | None = None, port: int | None = None,
-                no_auth: bool = False, password: str | None = None) -> FlowerChild:
+                no_auth: bool = False, password: str | None = None) -> Child:
     """Validate the options against the config and build the Flower child.
 
     ``password`` (from ``maintd up``) overrides ``[flower] password``.
@@ -122,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
     from workers.app import celery_settings
     from workers.settings import get_config
 
+    scrub_flower_env()
     config = get_config()
     celery_settings(config)  # one clear line for a missing broker instead of a crash loop
     child = build_child(config, address=args.address, port=args.port, no_auth=args.no_auth)

@@ -99,40 +99,39 @@ class HistoryStore:
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
             self._conn = db.connect(self.url, application_name="maintd:history",
                                     connect_timeout_s=5, statement_timeout_s=30, lock_timeout_s=10,
-                                    autocommit=False)
+                                    autocommit=True)
             self._pid = os.getpid()
             if not self._schema_ready:
-                with self._conn.cursor() as cur:
+                with self._conn, self._conn.cursor() as cur:  # one transaction
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     cur.execute(SCHEMA)
-                self._conn.commit()
                 self._schema_ready = True
         return self._conn
 
     @contextmanager
-    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor in a transaction committed on exit."""
+    def cursor(self, transaction: bool = True) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor; with ``transaction`` its statements commit together on exit (else each
+        statement commits alone: one round trip for the hot single-statement writes)."""
         with self._lock:
             conn = self._connection()
             try:
-                with conn.cursor() as cur:
-                    yield cur
-                conn.commit()
+                if transaction:
+                    with conn, conn.cursor() as cur:  # psycopg2: `with conn` is BEGIN..COMMIT/ROLLBACK
+                        yield cur
+                else:
+                    with conn.cursor() as cur:
+                        yield cur
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 self.close()
                 raise
-            except BaseException:
-                if not conn.closed:
-                    conn.rollback()
-                raise
 
-    def execute(self, fn: Callable[[psycopg2.extensions.cursor], T]) -> T:
-        """Run ``fn(cursor)`` in one transaction; retried once on a dropped connection."""
+    def execute(self, fn: Callable[[psycopg2.extensions.cursor], T], transaction: bool = True) -> T:
+        """Run ``fn(cursor)`` (in one transaction by default); retried once on a dropped connection."""
         try:
-            with self.cursor() as cur:
+            with self.cursor(transaction) as cur:
                 return fn(cur)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            with self.cursor() as cur:
+            with self.cursor(transaction) as cur:
                 return fn(cur)
 
     def close(self) -> None:
@@ -147,22 +146,21 @@ class HistoryStore:
     def start_run(self, *, task_id: str, task: str, target: str | None, impact: str, host: str,
                   worker: str, attempt: int, dry_run: bool, started_at: datetime) -> int:
         def do(cur: psycopg2.extensions.cursor) -> int:
+            # One statement: an earlier attempt of the same Celery task still 'running'
+            # was lost with its worker; then this attempt's row.
             cur.execute(
-                "UPDATE maintd_runs SET status = 'lost', finished_at = %s,"
+                "WITH lost AS (UPDATE maintd_runs SET status = 'lost', finished_at = %s,"
                 " error = 'worker lost before the run finished (killed, crashed or restarted)'"
-                " WHERE task_id = %s AND status = 'running'",
-                (started_at, task_id),
-            )
-            cur.execute(
-                "INSERT INTO maintd_runs (task_id, task, target, status, impact, host, worker, attempt,"
+                " WHERE task_id = %s AND status = 'running')"
+                " INSERT INTO maintd_runs (task_id, task, target, status, impact, host, worker, attempt,"
                 " dry_run, started_at) VALUES (%s,%s,%s,'running',%s,%s,%s,%s,%s,%s) RETURNING id",
-                (task_id, task, target, impact, host, worker, attempt, dry_run, started_at),
+                (started_at, task_id, task_id, task, target, impact, host, worker, attempt, dry_run, started_at),
             )
             row = cur.fetchone()
             assert row is not None
             return int(row[0])
 
-        return self.execute(do)
+        return self.execute(do, transaction=False)
 
     def finish_run(self, run_id: int, *, status: str, summary: str, metrics: dict[str, Any],
                    actions: list[str], error: str | None, finished_at: datetime, duration_s: float) -> None:
@@ -171,7 +169,7 @@ class HistoryStore:
                 " finished_at=%s, duration_s=%s WHERE id=%s",
                 (status, summary, json.dumps(metrics, default=str), json.dumps(actions), error,
                  finished_at, duration_s, run_id),
-        ))
+        ), transaction=False)
 
     def runs(self, *, task: str | None = None, target: str | None = None, task_id: str | None = None,
              limit: int = 50) -> list[dict[str, Any]]:
@@ -184,7 +182,7 @@ class HistoryStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, id DESC LIMIT %s"
-        return self.execute(lambda cur: _rows(cur, sql, (*params, limit)))
+        return self.execute(lambda cur: _rows(cur, sql, (*params, limit)), transaction=False)
 
     def latest_per_target(self, tasks: list[str] | None = None) -> list[dict[str, Any]]:
         """The newest finished run of each (task, target), excluding skipped/deferred."""
@@ -197,7 +195,7 @@ class HistoryStore:
             sql += " AND task = ANY(%s)"
             params.append(tasks)
         sql += " ORDER BY task, target, started_at DESC, id DESC"
-        return self.execute(lambda cur: _rows(cur, sql, params))
+        return self.execute(lambda cur: _rows(cur, sql, params), transaction=False)
 
 
 def _rows(cur: psycopg2.extensions.cursor, sql: str, params: Any) -> list[dict[str, Any]]:

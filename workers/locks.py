@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import psycopg2
+import psycopg2.extensions
 import redis
 
 from workers import db
@@ -46,28 +49,109 @@ def advisory_key(target_name: str) -> tuple[int, int]:
     return ADVISORY_CLASS, zlib.crc32(target_name.encode()) & 0x7FFFFFFF
 
 
+LOCK_SESSION_IDLE_S = 60.0
+IDLE_LABEL = "maintd:lock-session (idle)"
+
+
+class LockSessions:
+    """Per-process sessions that hold advisory locks, reused while busy.
+
+    Opening a PostgreSQL session costs more than the rest of the gate together; a
+    session unused for ``LOCK_SESSION_IDLE_S`` is closed by a timer, so a quiet worker
+    holds no connections to its targets. The session names its holder in
+    ``application_name`` while it holds a lock.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str], tuple[psycopg2.extensions.connection, float]] = {}
+        self._mutex = threading.Lock()
+        self._pid = os.getpid()
+        self._timer: threading.Timer | None = None
+
+    def take(self, target: PostgresTarget, label: str) -> psycopg2.extensions.connection:
+        key = (target.name, target.dsn.reveal())
+        with self._mutex:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                self._idle, self._pid, self._timer = {}, os.getpid(), None
+            cached = self._idle.pop(key, None)
+        if cached is not None and not cached[0].closed:
+            return cached[0]
+        return db.connect(target.dsn, application_name=label, connect_timeout_s=target.connect_timeout_s,
+                          statement_timeout_s=30, password=target.password)
+
+    def give_back(self, target: PostgresTarget, conn: psycopg2.extensions.connection) -> None:
+        key = (target.name, target.dsn.reveal())
+        with self._mutex:
+            old = self._idle.pop(key, None)
+            self._idle[key] = (conn, time.monotonic())
+            if self._timer is None:
+                self._timer = threading.Timer(LOCK_SESSION_IDLE_S, self.reap)
+                self._timer.daemon = True
+                self._timer.start()
+        if old is not None:
+            old[0].close()
+
+    def reap(self, force: bool = False) -> None:
+        with self._mutex:
+            now = time.monotonic()
+            stale = [k for k, (_, t) in self._idle.items() if force or now - t >= LOCK_SESSION_IDLE_S]
+            conns = [self._idle.pop(k)[0] for k in stale]
+            self._timer = None
+            if self._idle:
+                self._timer = threading.Timer(LOCK_SESSION_IDLE_S, self.reap)
+                self._timer.daemon = True
+                self._timer.start()
+        for conn in conns:
+            conn.close()
+
+
+SESSIONS = LockSessions()
+
+
+def _holder(conn: psycopg2.extensions.connection, k1: int, k2: int) -> str:
+    held = db.query(
+        conn,
+        "SELECT a.application_name, a.pid, a.query_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+        (k1, k2),
+    )
+    if not held:
+        return "another session"
+    since = f", since {held[0]['query_start']:%Y-%m-%d %H:%M:%S}Z" if held[0]["query_start"] else ""
+    return f"{held[0]['application_name'] or 'unknown'} (backend pid {held[0]['pid']}{since})"
+
+
 @contextmanager
 def postgres_lock(target: PostgresTarget, label: str) -> Iterator[None]:
     k1, k2 = advisory_key(target.name)
-    conn = db.connect(target.dsn, application_name=label, connect_timeout_s=target.connect_timeout_s,
-                      statement_timeout_s=30, password=target.password)
+    conn = SESSIONS.take(target, label)
     try:
-        rows = db.query(conn, "SELECT pg_try_advisory_lock(%s, %s) AS got", (k1, k2))
-        if not rows[0]["got"]:
-            held = db.query(
-                conn,
-                "SELECT a.application_name, a.pid, a.backend_start, a.client_addr::text AS client"
-                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
-                " AND l.objsubid = 2",
-                (k1, k2),
-            )
-            who = (f"{held[0]['application_name'] or 'unknown'} (backend pid {held[0]['pid']},"
-                   f" since {held[0]['backend_start']:%Y-%m-%d %H:%M:%S}Z)") if held else "another session"
-            raise LockHeld(target.name, who)
+        rows = db.query(conn, "SELECT set_config('application_name', %s, false), pg_try_advisory_lock(%s, %s) AS got",
+                        (label[:63], k1, k2))
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        conn.close()  # a cached session the server dropped: one fresh try
+        conn = SESSIONS.take(target, label)
+        try:
+            rows = db.query(conn, "SELECT set_config('application_name', %s, false),"
+                            " pg_try_advisory_lock(%s, %s) AS got", (label[:63], k1, k2))
+        except psycopg2.Error as exc:
+            conn.close()
+            raise db.classify(exc, target.dsn, "take lock on") from None
+    if not rows[0]["got"]:
+        try:
+            who = _holder(conn, k1, k2)
+        finally:
+            SESSIONS.give_back(target, conn)
+        raise LockHeld(target.name, who)
+    try:
         yield
     finally:
-        conn.close()  # ends the session: the advisory lock goes with it
+        try:
+            db.query(conn, "SELECT pg_advisory_unlock(%s, %s), set_config('application_name', %s, false)",
+                     (k1, k2, IDLE_LABEL))
+            SESSIONS.give_back(target, conn)
+        except psycopg2.Error:
+            conn.close()  # ending the session releases the lock in any case
 
 
 @lru_cache(maxsize=4)
@@ -94,7 +178,8 @@ def redis_lock(client: redis.Redis, kind: str, name: str, label: str, ttl_s: flo
         raise TransientError(f"cannot take lock {key}: {exc}") from None
     if not got:
         holder = client.get(key)
-        raise LockHeld(name, holder.decode(errors="replace") if holder else "another worker")
+        text = holder.decode(errors="replace") if isinstance(holder, bytes) else holder
+        raise LockHeld(name, text or "another worker")
     stop = threading.Event()
 
     def heartbeat() -> None:

@@ -163,7 +163,7 @@ def execute(task: MaintenanceTask, spec: TaskSpec, body: Callable[..., Result], 
         raise
     except (TransientError, SoftTimeLimitExceeded, PermanentError, Exception) as exc:
         _fail(task, spec, run, run_id, exc, config)
-        raise AssertionError("unreachable")  # _fail always raises
+        raise AssertionError("unreachable") from exc  # _fail always raises
     finished = datetime.now(timezone.utc)
     outcome = Outcome.of(run, result, finished)
     store.finish_run(run_id, status=outcome.status, summary=outcome.summary, metrics=outcome.metrics,
