@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
 from workers.embedded import EmbeddedPostgres, EmbeddedRedis
 
+pytestmark = pytest.mark.slow  # worker/broker mechanics: run once, against the machine's services
+
 
 def pg_target(dsn: str) -> str:
     return f'[[postgres]]\nname = "local"\ndsn = "{dsn}"\n'

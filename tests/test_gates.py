@@ -62,6 +62,7 @@ def test_held_advisory_lock_yields_skipped_naming_holder(config: ConfigFactory, 
     assert [r["status"] for r in history_rows(outcome["task_id"])] == ["ok"]
 
 
+@pytest.mark.slow
 def test_two_dispatches_on_one_target_one_runs_one_skipped(config: ConfigFactory, target_db: str,
                                                            start_worker: Any) -> None:
     """Two slow lanes (two hosts) take one message each; the per-target lock lets one run."""
@@ -93,6 +94,7 @@ def test_dry_run_takes_no_lock_and_is_recorded(config: ConfigFactory, target_db:
     assert history_rows(outcome["task_id"])[0]["dry_run"] is True
 
 
+@pytest.mark.slow
 def test_outside_window_defers_then_released_when_window_opens(config: ConfigFactory, target_db: str,
                                                                start_worker: Any) -> None:
     now = datetime.now(timezone.utc)

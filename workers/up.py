@@ -266,6 +266,8 @@ def _run(config: Config, path: Path, data_dir: Path, servers: EmbeddedServers, a
         stop.set()
     if code:
         print(f"maintd up: stopped after a failure; see the logs in {logs}", file=sys.stderr)
+    else:
+        print("maintd up: stopped (workers, beat, Flower and embedded servers)", flush=True)
     return code
 
 
