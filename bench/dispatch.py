@@ -65,10 +65,10 @@ def main() -> int:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    log = open(scratch / "worker.log", "wb")
+    log = open(os.environ.get("BENCH_WORKER_LOG") or scratch / "worker.log", "wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", "-Q", "db.none,db.low", "-c", "1",
-         "-n", "bench@bench", "--without-mingle", "--without-gossip", "-l", "WARNING"],
+         "-n", "bench@bench", "--without-mingle", "--without-gossip", "-l", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         from bench.bare_app import bare_noop

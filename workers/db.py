@@ -51,8 +51,9 @@ def classify(exc: Exception, dsn: SecretUrl | str, what: str = "connect") -> Exc
 
 def connect(dsn: SecretUrl | str, *, application_name: str, connect_timeout_s: float = 5,
             statement_timeout_s: float | None = None, lock_timeout_s: float | None = None,
-            password: Secret | None = None, autocommit: bool = True) -> psycopg2.extensions.connection:
-    options = []
+            password: Secret | None = None, autocommit: bool = True,
+            settings: dict[str, str] | None = None) -> psycopg2.extensions.connection:
+    options = [f"-c {name}={value}" for name, value in (settings or {}).items()]
     if statement_timeout_s is not None:
         options.append(f"-c statement_timeout={int(statement_timeout_s * 1000)}")
     if lock_timeout_s is not None:
