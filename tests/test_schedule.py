@@ -116,3 +116,33 @@ def test_cli_tasks_schedule_status(config: ConfigFactory, target_db: str, start_
     assert any(r["task"] == "health.postgres" and r["target"] == "main" for r in doc["latest"])
     human = cli("status")
     assert "health.postgres" in human.stdout and "main" in human.stdout
+
+
+@pytest.mark.slow
+def test_beat_dispatches_scheduled_entries(config: ConfigFactory, target_db: str, start_worker: Any,
+                                           tmp_path: Any) -> None:
+    """`maintd beat` sends due entries (here the every-minute release and a health check) with
+    their expiry, and workers run them: history shows runs no one dispatched by hand."""
+    path = config.write(f'[[postgres]]\nname = "main"\ndsn = "{target_db}"\n'
+                        '[schedule]\n"health.postgres" = "* * * * *"\n')
+    start_worker(role="db")
+    log = open(tmp_path / "beat.log", "wb")
+    beat = subprocess.Popen(maintd_cmd("--config", str(path), "beat"), cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from workers.history import history
+
+        def scheduled_runs() -> set[str]:
+            return {r["task"] for r in history().runs(limit=20)} & {"health.postgres", "maintd.release_deferred"}
+
+        from tests.conftest import wait_until
+
+        got = wait_until(lambda: scheduled_runs() == {"health.postgres", "maintd.release_deferred"}, 90,
+                         "beat to send the every-minute entries")
+        assert got
+        assert beat.poll() is None
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)
+        log.close()
+    assert beat.returncode == 0
