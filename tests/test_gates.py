@@ -208,3 +208,39 @@ def test_concurrent_history_writers(config: ConfigFactory, target_db: str) -> No
         t.join()
     assert not errors
     assert all(store.runs(task_id=f"conc-{i}")[0]["metrics"] == {"i": i} for i in range(20))
+
+
+def test_limits_from_config_apply_to_messages_from_any_sender(config: ConfigFactory, target_db: str,
+                                                             start_worker: Any) -> None:
+    """[tasks."..."] limits are applied by the worker, so beat's plain send_task obeys them too."""
+    config.write(pg_target(target_db) + '[tasks."maintd.hold"]\nsoft_time_limit = 2\ntime_limit = 4\n')
+    start_worker(role="db")
+    from workers.app import app
+
+    result = app.send_task("maintd.hold", args=("local",), kwargs={"seconds": 20})
+    with pytest.raises(Exception, match="soft time limit exceeded after 2s"):
+        result.get(timeout=30)
+    assert history_rows(result.id)[0]["status"] == "failed"
+
+
+def test_hard_time_limit_closes_the_running_row(config: ConfigFactory, target_db: str) -> None:
+    """The worker's main process closes the row of a run killed at its hard limit."""
+    from billiard.exceptions import WorkerLostError
+    from celery.exceptions import TimeLimitExceeded
+
+    from workers.app import app
+    from workers.history import history
+
+    config.write(pg_target(target_db))
+    now = datetime.now(timezone.utc)
+    task = app.tasks["maintd.hold"]
+    for task_id, exc, words in (("hard-1", TimeLimitExceeded(3660), "hard time limit (3660s)"),
+                                ("lost-1", WorkerLostError("killed"), "not retried")):
+        history().start_run(task_id=task_id, task="maintd.hold", target="local", impact="high", host="h",
+                            worker="w/1", attempt=1, dry_run=False, started_at=now)
+        task.on_failure(exc, task_id, ("local",), {}, None)
+        row = history_rows(task_id)[0]
+        assert row["status"] == "failed" and words in row["error"] and row["finished_at"] is not None
+    # a run that recorded its own end is left alone
+    task.on_failure(TimeLimitExceeded(1), "hard-1", ("local",), {}, None)
+    assert history_rows("hard-1")[0]["error"].startswith("hard time limit (3660s)")

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import psycopg2
@@ -175,6 +175,19 @@ class HistoryStore:
                 (status, summary, json.dumps(metrics, default=str), json.dumps(actions), error,
                  finished_at, duration_s, run_id),
         ), transaction=False)
+
+    def fail_running(self, task_id: str, error: str) -> list[str | None]:
+        """Mark the still-running rows of ``task_id`` failed; returns their targets."""
+        now = datetime.now(timezone.utc)
+
+        def do(cur: psycopg2.extensions.cursor) -> list[str | None]:
+            cur.execute(
+                "UPDATE maintd_runs SET status = 'failed', error = %s, summary = %s, finished_at = %s,"
+                " duration_s = EXTRACT(EPOCH FROM (%s - started_at)) WHERE task_id = %s AND status = 'running'"
+                " RETURNING target", (error, error, now, now, task_id))
+            return [r[0] for r in cur.fetchall()]
+
+        return self.execute(do, transaction=False)
 
     def runs(self, *, task: str | None = None, target: str | None = None, task_id: str | None = None,
              limit: int = 50) -> list[dict[str, Any]]:

@@ -17,8 +17,10 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import worker_init
 
 from workers import alerts
 from workers.app import app
@@ -81,6 +83,42 @@ class MaintenanceTask(Task):
         if not options.get("retries"):
             _check_arguments(self, tuple(args or ()), dict(kwargs or {}))
         return super().apply_async(args, kwargs, **options)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Close the history row of a run that could not close it itself.
+
+        Celery calls this in the worker's *main* process when the hard time limit killed
+        the pool process (and when a lost run is not retried); the run's own code never
+        got to write its end, so its row would stay ``running`` forever.
+        """
+        if not isinstance(exc, TimeLimitExceeded | WorkerLostError):
+            return  # the run recorded its own failure
+        config = get_config()
+        if isinstance(exc, TimeLimitExceeded):
+            message = f"hard time limit ({exc.args[0] if exc.args else '?'}s) exceeded: the process was killed"
+        else:
+            message = "worker process lost (killed or crashed) and the run was not retried"
+        try:
+            closed = history().fail_running(task_id, message)
+        except Exception:  # noqa: BLE001 - never let bookkeeping take the worker down
+            logger.exception("could not record the end of %s[%s]", self.name, task_id)
+            return
+        for target in closed:
+            alerts.observe_safely(config, self.name, target, "failed", message, this_host(config))
+
+
+@worker_init.connect
+def _apply_overrides(**_: Any) -> None:
+    """``[tasks."name"]`` limits and retries, for messages from any sender (beat included)."""
+    config = get_config()
+    for name, override in config.tasks.items():
+        task = app.tasks.get(name)
+        if task is None:
+            continue
+        for attr in ("soft_time_limit", "time_limit", "max_retries"):
+            value = getattr(override, attr)
+            if value is not None:
+                setattr(type(task), attr, value)
 
 
 def _check_arguments(task: MaintenanceTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -206,7 +244,8 @@ def _fail(task: MaintenanceTask, spec: TaskSpec, run: RunContext, run_id: int, e
     else:
         logger.exception("%s[%s] crashed", spec.name, run.target)
         message = scrub(f"{type(exc).__name__}: {first_line(exc)}", config)
-    retrying = isinstance(exc, TransientError) and task.request.retries < spec.max_retries
+    max_retries = task.max_retries if task.max_retries is not None else spec.max_retries
+    retrying = isinstance(exc, TransientError) and task.request.retries < max_retries
     store = history()
     store.finish_run(run_id, status="retrying" if retrying else "failed", summary=message, metrics={},
                      actions=[], error=message, finished_at=finished, duration_s=duration)
