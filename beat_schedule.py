@@ -27,7 +27,7 @@ DEFAULT_CRON: dict[str, str] = {
     "postgres.long_queries": "*/5 * * * *",
     "postgres.retention": "30 2 * * *",
     "postgres.stats": "0 5 * * *",
-    "postgres.stats_reset": "0 5 1 * *",
+    "postgres.stats_reset": "off",  # opt-in: e.g. [schedule] "postgres.stats_reset" = "0 5 1 * *" (monthly)
     # sqlite, redis
     "sqlite.integrity": "0 3 * * *",
     "sqlite.optimize": "0 2 * * 0",

@@ -16,6 +16,8 @@ from workers.config_model import IMPACTS
 TASK_MODULES: tuple[str, ...] = (
     "tasks.health",
     "tasks.diagnostic",
+    "tasks.postgres",
+    "tasks.backup",
     "workers.deferral",
 )
 

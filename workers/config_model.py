@@ -68,6 +68,15 @@ class StoreSection(Strict):
     access_key_id: Secret | None = None
     secret_access_key: Secret | None = None
     sse: str | None = None
+    # Backups (tasks/backups): S3 transfer and compression settings.
+    sse_kms_key_id: str | None = None  # with sse = "aws:kms"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"  # auto: path style when endpoint_url is set
+    connect_timeout_s: float = Field(default=10, gt=0, le=300)
+    read_timeout_s: float = Field(default=60, gt=0, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=20)  # botocore retries (standard mode), per request
+    part_size_mb: int = Field(default=16, ge=5, le=5120)  # multipart part; memory held is ~3 parts
+    compression_level: int = Field(default=1, ge=1, le=19)  # zstd: 1 keeps up with pg_dump on one core; 6+ for smaller archives
+    compression_threads: int = Field(default=2, ge=0, le=16)  # zstd worker threads (0: in the caller)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> StoreSection:
@@ -81,6 +90,19 @@ class StoreSection(Strict):
 class RetentionSection(Strict):
     max_age_days: int = Field(default=30, ge=1)
     keep_min: int = Field(default=3, ge=1)
+    # Backups (tasks/backups): tiers kept beyond max_age_days (0: no tier), freshness, orphans.
+    daily: int = Field(default=0, ge=0)
+    weekly: int = Field(default=0, ge=0)
+    monthly: int = Field(default=0, ge=0)
+    max_backup_age: str = "24h"  # backup.verify: the newest complete backup must be younger (runbook: 24 h)
+    restore_test_max_age: str = "8d"  # backup.verify warns when no restore test is this recent
+    incomplete_after: str = "1d"  # failed/incomplete backups older than this are pruned
+
+    @field_validator("max_backup_age", "restore_test_max_age", "incomplete_after")
+    @classmethod
+    def _ages(cls, v: str) -> str:
+        parse_age(v)
+        return v
 
 
 class Target(Strict):
@@ -143,6 +165,10 @@ class RetentionPolicy(Strict):
     max_batch_size: int = Field(default=50000, ge=1)
     target_batch_s: float = Field(default=0.5, gt=0, le=60)
     pause_s: float = Field(default=0.0, ge=0, le=60)  # between batches: lets writers and replicas breathe
+    # "sweep": delete by block ranges (one pass over the table: best when much of it expires or the
+    # column has no index); "limit": the oldest N rows per batch through the column's index (best
+    # when a small part expires); "auto" picks from the planner's estimate.
+    strategy: Literal["auto", "sweep", "limit"] = "auto"
 
     @field_validator("older_than")
     @classmethod
@@ -247,6 +273,11 @@ class PostgresTarget(Target):
     terminate_users: list[str] = Field(default_factory=list)  # long_queries may terminate these (opt-in)
     terminate_applications: list[str] = Field(default_factory=list)
     xid_age_percent: tuple[float, float] = (50, 75)  # of the 2^31 wraparound horizon: (warning, critical)
+    # Backups: where backup.restore_test creates its scratch database (default: this server), and
+    # a directory holding pg_dump/pg_restore to use instead of the best-fitting one found.
+    restore_dsn: SecretUrl | None = None
+    restore_password: Secret | None = None
+    pg_bin_dir: Path | None = None
 
 
 class RedisTarget(Target):
@@ -319,6 +350,21 @@ class LogsTarget(PinnedTarget):
     delete_after: str = "30d"
 
 
+class FilesTarget(PinnedTarget):
+    """``[[files]]``: directories and files on one host, backed up as a compressed tar."""
+
+    paths: list[Path] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)  # fnmatch patterns on the full path
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, v: list[Path]) -> list[Path]:
+        for p in v:
+            if not p.is_absolute():
+                raise ValueError(f"path {str(p)!r} must be absolute")
+        return v
+
+
 KIND_OF: dict[type, str] = {
     PostgresTarget: "postgres",
     RedisTarget: "redis",
@@ -327,6 +373,7 @@ KIND_OF: dict[type, str] = {
     HostTarget: "hosts",
     CertificateTarget: "certificates",
     LogsTarget: "logs",
+    FilesTarget: "files",
 }
 
 
@@ -484,6 +531,12 @@ class Config(Strict):
     hosts: list[HostTarget] = Field(default_factory=list)
     certificates: list[CertificateTarget] = Field(default_factory=list)
     logs: list[LogsTarget] = Field(default_factory=list)
+    files: list[FilesTarget] = Field(default_factory=list)
+
+    @property
+    def backups(self) -> list[Target]:
+        """Targets that are backed up (the ``backups`` target kind of backup.verify/prune/...)."""
+        return [*self.postgres, *self.sqlite, *self.redis, *self.files]
 
     def all_targets(self) -> list[Target]:
         out: list[Target] = []
