@@ -2,12 +2,13 @@
 retention against the runbooks' single ``DELETE``; and ``vacuum_bloated``'s scan over a
 database with thousands of tables.
 
-    .venv/bin/python bench/retention.py [--expired 2000000] [--fresh 200000] [--tables 5000]
+    .venv/bin/python bench/retention.py [--expired 2000000] [--fresh 200000] [--tables 5000] [--repeat 3]
 
 Uses $MAINTD_TEST_POSTGRES_DSN when set (this machine's PostgreSQL 15), an embedded
 PostgreSQL 18 otherwise; works in a scratch database dropped at the end. Prints total
 time of each way, the writer's p50/p99/max latency during each (and at rest), the
-ratio, and the scan timings. Not a test: nothing is asserted.
+ratio (medians of interleaved runs: the machine may be shared), and the scan timings.
+Not a test: nothing is asserted.
 
 The writer does what an application does to such a table: inserts new rows and
 updates recent ones, one autocommit statement each, ~200 per second. A second probe
@@ -217,6 +218,7 @@ def main() -> int:
     parser.add_argument("--fresh", type=int, default=200_000)
     parser.add_argument("--tables", type=int, default=5000)
     parser.add_argument("--archive", action="store_true", help="also time maintd's archive-then-delete")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each way, interleaved (medians printed)")
     args = parser.parse_args()
 
     from workers.embedded import EmbeddedPostgres
@@ -240,20 +242,30 @@ def main() -> int:
         load(dsn, args.expired, args.fresh)
         rest = at_rest(dsn, args.expired, args.fresh)
         print(line("writer at rest (5 s)", rest))
-        base = under_load(dsn, args.expired, args.fresh, lambda: single_delete(dsn))
-        print(line("runbook single DELETE", base))
-        load(dsn, args.expired, args.fresh)
-        ours = under_load(dsn, args.expired, args.fresh, lambda: maintd_retention(dsn, archive=False))
-        print(line("maintd batched retention", ours) + f"  [{ours['strategy']}: {ours['batches']} batches in"
-              f" {ours['sweeps']} pass(es), slowest {ours['slowest_batch_s']:.2f} s, deleted {ours['deleted']:,}]")
+        bases, ours_runs = [], []
+        for i in range(args.repeat):  # interleaved: a noisy neighbour hits both ways alike
+            load(dsn, args.expired, args.fresh)
+            base = under_load(dsn, args.expired, args.fresh, lambda: single_delete(dsn))
+            print(line(f"runbook single DELETE #{i + 1}", base))
+            load(dsn, args.expired, args.fresh)
+            ours = under_load(dsn, args.expired, args.fresh, lambda: maintd_retention(dsn, archive=False))
+            print(line(f"maintd batched #{i + 1}", ours) + f"  [{ours['strategy']}: {ours['batches']} batches in"
+                  f" {ours['sweeps']} pass(es), slowest {ours['slowest_batch_s']:.2f} s, deleted {ours['deleted']:,}]")
+            bases.append(base)
+            ours_runs.append(ours)
         if args.archive:
             load(dsn, args.expired, args.fresh)
             arch = under_load(dsn, args.expired, args.fresh, lambda: maintd_retention(dsn, archive=True))
             print(line("maintd archive+delete", arch) + f"  [{arch['batches']} batches, archived {arch['archived']:,}]")
-        ratio = ours["seconds"] / base["seconds"]
-        print(f"time ratio maintd/DELETE: {ratio:.2f} (goal <= {GOAL_RATIO});"
-              f" writer p99 under maintd {ours['p99']:.2f} ms (goal < {GOAL_P99_MS:.0f} ms),"
-              f" under DELETE {base['p99']:.2f} ms")
+        ratios = [o["seconds"] / b["seconds"] for o, b in zip(ours_runs, bases, strict=True)]
+        med = statistics.median
+        print(f"median of {args.repeat}: single DELETE {med(b['seconds'] for b in bases):.2f} s, maintd"
+              f" {med(o['seconds'] for o in ours_runs):.2f} s; time ratio maintd/DELETE {med(ratios):.2f}"
+              f" (each: {', '.join(f'{r:.2f}' for r in ratios)}; goal <= {GOAL_RATIO})")
+        print(f"writer p99 median: under maintd {med(o['p99'] for o in ours_runs):.2f} ms (goal < {GOAL_P99_MS:.0f} ms),"
+              f" under DELETE {med(b['p99'] for b in bases):.2f} ms, at rest {rest['p99']:.2f} ms;"
+              f" an update of an expired row waits up to {med(b['probe_max'] for b in bases):.0f} ms under DELETE,"
+              f" {med(o['probe_max'] for o in ours_runs):.0f} ms under maintd")
         scan = scan_bench(scan_dsn, args.tables)
         print(f"vacuum_bloated over {scan['tables']:,} tables: scan {scan['scan_median_s'] * 1000:.0f} ms,"
               f" whole dry run {scan['dry_run_median_s'] * 1000:.0f} ms (median of 5; goal < {GOAL_SCAN_S:.0f} s);"

@@ -212,15 +212,25 @@ def test_concurrent_history_writers(config: ConfigFactory, target_db: str) -> No
 
 def test_limits_from_config_apply_to_messages_from_any_sender(config: ConfigFactory, target_db: str,
                                                              start_worker: Any) -> None:
-    """[tasks."..."] limits are applied by the worker, so beat's plain send_task obeys them too."""
+    """[tasks."..."] limits hold for .delay, for send_task from a process that imported the
+    tasks (beat), and for a message from a foreign app that carries no limits at all."""
     config.write(pg_target(target_db) + '[tasks."maintd.hold"]\nsoft_time_limit = 2\ntime_limit = 4\n')
     start_worker(role="db")
+    from celery import Celery
+
+    from tasks.diagnostic import hold
     from workers.app import app
 
-    result = app.send_task("maintd.hold", args=("local",), kwargs={"seconds": 20})
-    with pytest.raises(Exception, match="soft time limit exceeded after 2s"):
-        result.get(timeout=30)
-    assert history_rows(result.id)[0]["status"] == "failed"
+    for result in (hold.delay("local", seconds=20),
+                   app.send_task("maintd.hold", args=("local",), kwargs={"seconds": 20})):
+        with pytest.raises(Exception, match="soft time limit exceeded after 2s"):
+            result.get(timeout=30)
+        assert history_rows(result.id)[0]["status"] == "failed"
+    foreign = Celery("foreign", broker=config.broker_url)  # knows nothing of maintd: no limits in its message
+    sent = foreign.send_task("maintd.hold", args=("local",), kwargs={"seconds": 20}, queue="db.high",
+                             routing_key="db.high", exchange="maintd")
+    rows = wait_until(lambda: [r for r in history_rows(sent.id) if r["status"] != "running"], 30, "the foreign run")
+    assert rows[0]["status"] == "failed" and "soft time limit exceeded after 2s" in rows[0]["error"]
 
 
 def test_hard_time_limit_closes_the_running_row(config: ConfigFactory, target_db: str) -> None:

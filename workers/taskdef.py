@@ -67,19 +67,23 @@ def _retry_countdown(retries: int) -> int:
 
 
 class MaintenanceTask(Task):
-    """Base class: applies config overrides (limits) at dispatch and checks arguments."""
+    """Base class: config overrides of limits at dispatch, argument checks, closing lost rows."""
 
     spec: TaskSpec
     body: Callable[..., Result]
 
-    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        config = get_config()
-        override = config.tasks.get(self.name)
+    def _get_exec_options(self) -> dict[str, Any]:
+        """Celery's per-task message options, with ``[tasks."name"]`` limits applied: used by
+        ``apply_async`` and by ``send_task`` in any process that imported the task (beat too)."""
+        options = dict(super()._get_exec_options())
+        override = get_config().tasks.get(self.name)
         if override is not None:
-            if override.soft_time_limit:
-                options.setdefault("soft_time_limit", override.soft_time_limit)
-            if override.time_limit:
-                options.setdefault("time_limit", override.time_limit)
+            for attr in ("soft_time_limit", "time_limit"):
+                if getattr(override, attr):
+                    options[attr] = getattr(override, attr)
+        return options
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:  # type: ignore[override]
         if not options.get("retries"):
             _check_arguments(self, tuple(args or ()), dict(kwargs or {}))
         return super().apply_async(args, kwargs, **options)
@@ -109,7 +113,8 @@ class MaintenanceTask(Task):
 
 @worker_init.connect
 def _apply_overrides(**_: Any) -> None:
-    """``[tasks."name"]`` limits and retries, for messages from any sender (beat included)."""
+    """``[tasks."name"]`` limits and retries in the worker: for messages that carry no limits
+    (sent by code that does not import maintd's tasks, e.g. another app's ``send_task``)."""
     config = get_config()
     for name, override in config.tasks.items():
         task = app.tasks.get(name)
