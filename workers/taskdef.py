@@ -21,6 +21,7 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_init
+from pydantic import BaseModel
 
 from workers import alerts
 from workers.app import app
@@ -52,7 +53,7 @@ def scrub(text: str, config: Config) -> str:
             return [node.reveal()]
         if isinstance(node, list | tuple):
             return [s for v in node for s in secrets(v)]
-        if hasattr(node, "model_fields"):
+        if isinstance(node, BaseModel):
             return [s for k in type(node).model_fields for s in secrets(getattr(node, k))]
         return []
 
