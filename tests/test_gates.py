@@ -94,6 +94,25 @@ def test_dry_run_takes_no_lock_and_is_recorded(config: ConfigFactory, target_db:
     assert history_rows(outcome["task_id"])[0]["dry_run"] is True
 
 
+def test_dry_run_plans_outside_the_window(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
+    now = datetime.now(timezone.utc)
+    start = now + timedelta(hours=3)
+    config.write(pg_target(target_db, extra=f'window = "daily {start:%H}:00-{(start + timedelta(hours=1)):%H}:00"'))
+    start_worker(role="db")
+    from tasks.diagnostic import hold
+    from workers.deferral import pending
+
+    outcome = hold.delay("local", seconds=0, dry_run=True).get(timeout=30)
+    assert outcome["status"] == "ok" and "window closed: a real run would be deferred to" in outcome["summary"]
+    assert outcome["metrics"]["window_open"] is False
+    assert pending() == []
+    real = hold.delay("local", seconds=0).get(timeout=30)
+    assert real["status"] == "deferred"
+    from workers.history import history
+
+    history().execute(lambda cur: cur.execute("DELETE FROM maintd_deferred WHERE task = 'maintd.hold'"))
+
+
 @pytest.mark.slow
 def test_outside_window_defers_then_released_when_window_opens(config: ConfigFactory, target_db: str,
                                                                start_worker: Any) -> None:

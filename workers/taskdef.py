@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -224,17 +225,24 @@ def _gated(run: RunContext, spec: TaskSpec, body: Callable[..., Result], kwargs:
         target = resolve_target(spec, run.target, config)
         if target is None:
             return body(run, **kwargs)
-        if spec.windowed and not inside_any(target.windows, run.started_at):
+        closed = spec.windowed and not inside_any(target.windows, run.started_at)
+        opens = next_opening(target.windows, run.started_at) if closed else None
+        if closed and not run.dry_run:
             from workers.deferral import defer
 
-            opens = next_opening(target.windows, run.started_at)
+            assert opens is not None
             reason = f"outside maintenance window ({'; '.join(target.window)}); released at {opens:%Y-%m-%d %H:%M}Z"
             defer(spec.name, target.name, {"dry_run": run.dry_run, **kwargs}, opens, reason)
             return Result("deferred", reason, {"not_before": opens.isoformat()})
         with ExitStack() as stack:
             if spec.locks and not run.dry_run:
                 stack.enter_context(target_lock(config, target, holder_label(spec.name, run.host, run.task_id)))
-            return body(run, target, **kwargs)
+            result = body(run, target, **kwargs)
+        if opens is not None:  # a plan is useful at any time; say when it could really run
+            note = f" (window closed: a real run would be deferred to {opens:%Y-%m-%d %H:%M}Z)"
+            result = replace(result, summary=result.summary + note,
+                             metrics={**result.metrics, "window_open": False, "window_opens": opens.isoformat()})
+        return result
     except SkippedError as exc:
         return Result("skipped", str(exc))
 
