@@ -151,7 +151,7 @@ def build_parser() -> Parser:
     s = sub.add_parser("worker", help="serve one role's queues (fast and slow lane) on this host")
     s.add_argument("--role", choices=["db", "app"], required=True)
     s.add_argument("--host", help="this host's name for host-pinned queues (default [maintd] host)")
-    s.add_argument("--concurrency", type=int, help="fast-lane processes (default: CPUs, 2..8)")
+    s.add_argument("--concurrency", type=int, help="fast-lane processes (default: 2 per CPU, 4..8)")
     s.add_argument("--loglevel", default="INFO")
     s.set_defaults(func=cmd_worker)
 

@@ -21,7 +21,9 @@ def celery_argv(*args: str) -> list[str]:
 def worker_children(role: str, host: str, env: dict[str, str] | None = None, fast_concurrency: int | None = None,
                     loglevel: str = "INFO") -> list[Child]:
     env = {**(env or {}), "MAINTD_HOST": host}
-    fast = fast_concurrency or max(2, min(8, os.cpu_count() or 2))
+    # The fast lane's tasks wait on I/O (queries, uploads); several slots keep a long
+    # low-impact backup from taking the last slot a health check needs.
+    fast = fast_concurrency or max(4, min(8, 2 * (os.cpu_count() or 2)))
     children = []
     for lane, concurrency in (("fast", fast), ("slow", 1)):
         queues = ",".join(lane_queues(role, lane, host))
