@@ -1,38 +1,47 @@
 """The typed configuration: one pydantic model per TOML table, strict (unknown keys fail).
 
 Loading, ``${ENV}`` interpolation, ``*_file`` secrets and error formatting live in
-``workers.settings``; this module only declares shapes and per-field rules.
+``workers.settings``; base types are in ``workers.config_types`` and target models in
+``workers.targets`` (re-exported here, so ``from workers.config_model import X`` works for all).
 """
 
 from __future__ import annotations
 
-import re
-import socket
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from workers.config_types import (
+    IMPACTS,
+    NAME_PATTERN,
+    ROLES,
+    Impact,
+    Role,
+    Severity,
+    Strict,
+    TargetName,
+    default_host,
+    parse_age,
+)
 from workers.secrets import Secret, SecretUrl
-from workers.windows import MaintenanceWindow, parse_windows
-
-Role = Literal["db", "app"]
-Impact = Literal["none", "low", "medium", "high"]
-Severity = Literal["ok", "warning", "critical"]
-IMPACTS: tuple[str, ...] = ("none", "low", "medium", "high")
-ROLES: tuple[str, ...] = ("db", "app")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-TargetName = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-def default_host() -> str:
-    return socket.gethostname().split(".")[0] or "localhost"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+from workers.targets import (
+    KIND_OF,
+    AdmissionLimits,
+    CertificateTarget,
+    FilesTarget,
+    HostTarget,
+    HttpTarget,
+    LogsTarget,
+    PinnedTarget,
+    PostgresTarget,
+    RedisTarget,
+    RetentionPolicy,
+    SqliteTarget,
+    Target,
+    check_where,
+)
 
 
 class MaintdSection(Strict):
@@ -105,276 +114,6 @@ class RetentionSection(Strict):
         return v
 
 
-class Target(Strict):
-    """Fields every target has. ``role`` picks the worker pool that serves it."""
-
-    name: TargetName
-    role: Role = "db"
-    window: list[str] = Field(default_factory=list)
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _window_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("window")
-    @classmethod
-    def _window_syntax(cls, v: list[str]) -> list[str]:
-        parse_windows(v)  # raises WindowSyntaxError (a ValueError) with the reason
-        return v
-
-    @property
-    def windows(self) -> tuple[MaintenanceWindow, ...]:
-        return parse_windows(self.window)
-
-    @property
-    def kind(self) -> str:
-        return KIND_OF[type(self)]
-
-    @property
-    def pinned_host(self) -> str | None:
-        """The host whose files this target lives in (None for network targets)."""
-        return None
-
-
-class PinnedTarget(Target):
-    role: Role = "app"
-    host: Annotated[str, Field(pattern=NAME_PATTERN)]
-
-    @property
-    def pinned_host(self) -> str | None:
-        return self.host
-
-
-class RetentionPolicy(Strict):
-    """``[[postgres.retention]]``: archive-then-delete rows older than ``older_than``.
-
-    Names are written as stored, unquoted (``audit_logs``, ``public.audit_logs``); ``where``
-    is SQL written by the operator (trusted like the DSN), checked to be one balanced
-    boolean expression: no ``;``, no comments, parentheses balanced outside quotes.
-    """
-
-    table: str = Field(min_length=1)
-    column: str = Field(min_length=1)
-    older_than: str
-    archive_table: str | None = Field(default=None, min_length=1)
-    where: str | None = None
-    allow_empty: bool = False
-    batch_size: int = Field(default=1000, ge=1)  # first batch; adapts to target_batch_s
-    min_batch_size: int = Field(default=100, ge=1)
-    max_batch_size: int = Field(default=50000, ge=1)
-    target_batch_s: float = Field(default=0.5, gt=0, le=60)
-    pause_s: float = Field(default=0.0, ge=0, le=60)  # between batches: lets writers and replicas breathe
-    # "sweep": delete by block ranges (one pass over the table: best when much of it expires or the
-    # column has no index); "limit": the oldest N rows per batch through the column's index (best
-    # when a small part expires); "auto" picks from the planner's estimate.
-    strategy: Literal["auto", "sweep", "limit"] = "auto"
-
-    @field_validator("older_than")
-    @classmethod
-    def _older_than(cls, v: str) -> str:
-        parse_age(v)
-        return v
-
-    @field_validator("where")
-    @classmethod
-    def _where(cls, v: str | None) -> str | None:
-        if v is not None:
-            check_where(v)
-        return v
-
-    @model_validator(mode="after")
-    def _batches(self) -> RetentionPolicy:
-        if not self.min_batch_size <= self.batch_size <= self.max_batch_size:
-            raise ValueError("need min_batch_size <= batch_size <= max_batch_size")
-        return self
-
-    @property
-    def max_age(self) -> timedelta:
-        return parse_age(self.older_than)
-
-
-_AGE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
-_AGE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_age(text: str) -> timedelta:
-    """``"365d"``, ``"12h"``, ``"30m"``, ``"2w"``, ``"90s"`` → timedelta (positive)."""
-    m = _AGE.match(text)
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(f"age {text!r}: expected a positive number and a unit s/m/h/d/w, e.g. '365d'")
-    return timedelta(seconds=int(m.group(1)) * _AGE_UNITS[m.group(2)])
-
-
-def check_where(text: str) -> None:
-    """Refuse a ``where`` that could end or escape the expression it is wrapped in."""
-    if "\\" in text:  # E'..\'..' escapes would let a quote end where this scan does not see it
-        raise ValueError("where: backslashes are not allowed")
-    depth, quote = 0, ""
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = ""
-            continue
-        if ch in ("'", '"'):
-            quote = ch
-        elif ch == ";":
-            raise ValueError("where: ';' is not allowed (one boolean expression only)")
-        elif text.startswith("--", i) or text.startswith("/*", i):
-            raise ValueError("where: SQL comments are not allowed")
-        elif ch == "$" and re.match(r"\$[A-Za-z_]*\$", text[i:]):
-            raise ValueError("where: dollar quoting is not allowed")
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise ValueError("where: unbalanced ')'")
-    if quote or depth:
-        raise ValueError("where: unbalanced quotes or parentheses")
-    if not text.strip():
-        raise ValueError("where: empty")
-
-
-class AdmissionLimits(Strict):
-    """``[postgres.admission]``: live-load limits checked before each table or batch of heavy work."""
-
-    max_active_sessions: int = Field(default=50, ge=0)
-    max_lock_waits: int = Field(default=5, ge=0)
-    max_transaction_age_s: float = Field(default=1800, gt=0)
-    max_replication_lag_s: float = Field(default=300, gt=0)
-    backoff_s: float = Field(default=300, ge=0)  # a deferred run is released again after this
-
-
-class PostgresTarget(Target):
-    dsn: SecretUrl
-    password: Secret | None = None
-    connect_timeout_s: float = Field(default=5, gt=0, le=120)
-    statement_timeout_s: float = Field(default=300, gt=0)
-    lock_timeout_s: float = Field(default=5, gt=0)
-    vacuum_full_tables: list[str] = Field(default_factory=list)
-    analyze_tables: list[str] = Field(default_factory=list)
-    retention: list[RetentionPolicy] = Field(default_factory=list)
-    # PostgreSQL maintenance (tasks/pg): thresholds default to the runbooks' numbers.
-    admission: AdmissionLimits = Field(default_factory=AdmissionLimits)
-    vacuum_min_dead_tuples: int = Field(default=1000, ge=0)
-    vacuum_min_dead_ratio: float = Field(default=0.10, ge=0)
-    vacuum_budget_s: float = Field(default=1800, gt=0)
-    vacuum_full_min_bloat_ratio: float = Field(default=0.5, gt=0, le=1)
-    vacuum_full_min_size_mb: float = Field(default=100, ge=0)
-    # Free space assumed on the server's data filesystem when maintd cannot statvfs it (remote server).
-    free_disk_floor_mb: float | None = Field(default=None, ge=0)
-    reindex_min_bloat_ratio: float = Field(default=0.5, gt=0, le=1)
-    reindex_min_size_mb: float = Field(default=10, ge=0)
-    reindex_blocking: bool = False  # allow plain (blocking) REINDEX where CONCURRENTLY is impossible
-    unused_index_min_size_mb: float = Field(default=1, ge=0)
-    slow_query_mean_ms: tuple[float, float] = (500, 2000)
-    slow_queries_top: int = Field(default=10, ge=1, le=100)
-    terminate_users: list[str] = Field(default_factory=list)  # long_queries may terminate these (opt-in)
-    terminate_applications: list[str] = Field(default_factory=list)
-    xid_age_percent: tuple[float, float] = (50, 75)  # of the 2^31 wraparound horizon: (warning, critical)
-    # Backups: where backup.restore_test creates its scratch database (default: this server), and
-    # a directory holding pg_dump/pg_restore to use instead of the best-fitting one found.
-    restore_dsn: SecretUrl | None = None
-    restore_password: Secret | None = None
-    pg_bin_dir: Path | None = None
-
-
-class RedisTarget(Target):
-    url: SecretUrl
-    password: Secret | None = None
-    broker: bool = False
-    timeout_s: float = Field(default=5, gt=0, le=120)
-
-
-class HttpTarget(Target):
-    role: Role = "app"
-    url: SecretUrl
-    max_latency_ms: float = Field(default=2000, gt=0)
-    timeout_s: float = Field(default=10, gt=0, le=300)
-    expect_status: list[int] = Field(default_factory=lambda: [200])
-    expect: dict[str, Any] = Field(default_factory=dict)
-    verify_tls: bool = True
-
-
-class SqliteTarget(PinnedTarget):
-    path: Path
-    max_size_mb: float | None = Field(default=None, gt=0)
-    busy_timeout_s: float = Field(default=5, gt=0)
-
-
-class HostTarget(PinnedTarget):
-    """``[[hosts]]``: a machine whose CPU, memory, disks and load are checked."""
-
-    host: Annotated[str, Field(pattern=NAME_PATTERN)] = ""
-    mounts: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _host_defaults_to_name(self) -> HostTarget:
-        if not self.host:
-            object.__setattr__(self, "host", self.name)
-        return self
-
-
-class CertificateTarget(Target):
-    role: Role = "app"
-    path: Path | None = None
-    address: str | None = None
-    host: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    timeout_s: float = Field(default=10, gt=0)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CertificateTarget:
-        if (self.path is None) == (self.address is None):
-            raise ValueError("give exactly one of 'path' (PEM file) or 'address' (host:port)")
-        if self.path is not None and not self.host:
-            raise ValueError("a certificate file needs 'host' (the machine it lives on)")
-        if self.address is not None and not _HOSTPORT(self.address):
-            raise ValueError(f"address {self.address!r} is not host:port")
-        return self
-
-    @property
-    def pinned_host(self) -> str | None:
-        return self.host if self.path is not None else None
-
-
-def _HOSTPORT(text: str) -> bool:
-    host, sep, port = text.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
-
-
-class LogsTarget(PinnedTarget):
-    path: Path
-    pattern: str = "*.log"
-    compress_after: str = "1d"
-    delete_after: str = "30d"
-
-
-class FilesTarget(PinnedTarget):
-    """``[[files]]``: directories and files on one host, backed up as a compressed tar."""
-
-    paths: list[Path] = Field(min_length=1)
-    exclude: list[str] = Field(default_factory=list)  # fnmatch patterns on the full path
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute(cls, v: list[Path]) -> list[Path]:
-        for p in v:
-            if not p.is_absolute():
-                raise ValueError(f"path {str(p)!r} must be absolute")
-        return v
-
-
-KIND_OF: dict[type, str] = {
-    PostgresTarget: "postgres",
-    RedisTarget: "redis",
-    HttpTarget: "http",
-    SqliteTarget: "sqlite",
-    HostTarget: "hosts",
-    CertificateTarget: "certificates",
-    LogsTarget: "logs",
-    FilesTarget: "files",
-}
 
 
 Pair = tuple[float, float]
@@ -554,3 +293,13 @@ class Config(Strict):
         """Hosts that have pinned targets (so need host queues), sorted."""
         found = {t.pinned_host for t in self.all_targets() if t.pinned_host and (role is None or t.role == role)}
         return sorted(h for h in found if h)
+
+
+__all__ = [
+    "IMPACTS", "KIND_OF", "NAME_PATTERN", "ROLES", "AdmissionLimits", "AlertChannel", "AlertingSection",
+    "BrokerSection", "CertificateTarget", "Config", "FilesTarget", "FlowerSection", "HostTarget", "HttpTarget",
+    "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget", "ResultsSection",
+    "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection", "Strict", "Target",
+    "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host", "parse_age",
+    "validate_cron",
+]
