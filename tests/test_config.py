@@ -160,3 +160,16 @@ def test_secret_repr_and_str() -> None:
     s = Secret("hunter2")
     assert "hunter2" not in repr(s) and "hunter2" not in str(s) and f"{s}" == "***"
     assert s.reveal() == "hunter2"
+
+
+def test_scrub_masks_passwords_and_secrets_but_keeps_plain_urls() -> None:
+    from workers.taskdef import scrub
+
+    cfg = parse_config('[[postgres]]\nname = "a"\ndsn = "postgresql://u:hunter22@h/db"\n'
+                       '[[postgres]]\nname = "b"\ndsn = "postgresql://postgres@127.0.0.1:1/maintd"\npassword = "pw-xyz-1"\n'
+                       '[[alerts]]\nkind = "slack"\nurl = "https://hooks.slack.test/T1/B2/tok3n"\n')
+    assert scrub("connect postgresql://u:hunter22@h/db: refused", cfg) == "connect postgresql://u:***@h/db: refused"
+    assert scrub("auth hunter22 failed; pw-xyz-1", cfg) == "auth *** failed; ***"
+    assert scrub("database postgresql://postgres@127.0.0.1:1/maintd", cfg) == \
+        "database postgresql://postgres@127.0.0.1:1/maintd"  # nothing secret in it: left readable
+    assert "tok3n" not in scrub("POST https://hooks.slack.test/T1/B2/tok3n: 500", cfg)

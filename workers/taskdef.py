@@ -46,21 +46,31 @@ def this_host(config: Config) -> str:
 
 
 def scrub(text: str, config: Config) -> str:
-    """Remove every configured secret value from ``text``."""
-    from workers.secrets import Secret
+    """Remove every configured secret from ``text``: a URL shows up masked (its password
+    as ``***``), a plain secret as ``***``. A URL without credentials stays readable."""
+    from urllib.parse import urlsplit
 
-    def secrets(node: Any) -> list[str]:
+    from workers.secrets import Secret, SecretUrl
+
+    def pairs(node: Any) -> list[tuple[str, str]]:
+        if isinstance(node, SecretUrl):
+            value, out = node.reveal(), [(node.reveal(), node.masked)]
+            try:
+                password = urlsplit(value).password if "://" in value else None
+            except ValueError:
+                password = None
+            return out + ([(password, "***")] if password else [])
         if isinstance(node, Secret):
-            return [node.reveal()]
+            return [(node.reveal(), "***")]
         if isinstance(node, list | tuple):
-            return [s for v in node for s in secrets(v)]
+            return [p for v in node for p in pairs(v)]
         if isinstance(node, BaseModel):
-            return [s for k in type(node).model_fields for s in secrets(getattr(node, k))]
+            return [p for k in type(node).model_fields for p in pairs(getattr(node, k))]
         return []
 
-    for value in sorted(set(secrets(config)), key=len, reverse=True):
-        if len(value) >= 4:
-            text = text.replace(value, "***")
+    for value, shown in sorted(set(pairs(config)), key=lambda p: len(p[0]), reverse=True):
+        if len(value) >= 4 and value != shown:
+            text = text.replace(value, shown)
     return text
 
 
