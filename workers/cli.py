@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from workers.errors import MaintdError
+from workers.errors import MaintdError, first_line
 
 EXIT_ERROR, EXIT_CRITICAL, EXIT_FAILED, EXIT_TIMEOUT = 1, 2, 3, 4
 
@@ -136,6 +136,17 @@ def cmd_alerts_test(args: argparse.Namespace) -> int:
     return test_main(args)
 
 
+def _scrubbed(text: str) -> str:
+    """An error line with every configured secret masked (as is, if the config is unusable)."""
+    try:
+        from workers.settings import get_config
+        from workers.taskdef import scrub
+
+        return scrub(text, get_config())
+    except Exception:  # noqa: BLE001 - a broken config must not hide the original error
+        return text
+
+
 def build_parser() -> Parser:
     p = Parser(prog="maintd", description="Scheduled, gated, audited maintenance on Celery.")
     p.add_argument("--config", help="config file (default: $MAINTD_CONFIG, ./maintd.toml)")
@@ -198,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # their retry warnings carry tracebacks; the CLI says it in one line
+        for name in ("celery", "kombu", "amqp"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         if args.command not in ("tasks",):
             _use_config(args)
         return int(args.func(args) or 0)
     except MaintdError as exc:
-        print(f"maintd: error: {exc}", file=sys.stderr)
+        print(f"maintd: error: {_scrubbed(first_line(exc, limit=1000))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -211,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         from kombu.exceptions import OperationalError
 
         if isinstance(exc, OperationalError):
-            print(f"maintd: error: broker unreachable: {exc}", file=sys.stderr)
+            print(f"maintd: error: broker unreachable: {_scrubbed(first_line(exc))}", file=sys.stderr)
         else:
             logging.getLogger("maintd").debug("unexpected error", exc_info=True)
-            print(f"maintd: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"maintd: error: {type(exc).__name__}: {_scrubbed(first_line(exc))}", file=sys.stderr)
         return EXIT_ERROR
 
 
