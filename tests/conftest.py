@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg2
 import pytest
 import redis
@@ -70,6 +71,25 @@ class PgServer:
     @property
     def port(self) -> int:
         return urlsplit(self.admin_dsn).port or 5432
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphaned_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the session if any maintd process a test started is still running at the end."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "workers.app" not in cmd and "workers.cli" not in cmd:
+            continue
+        try:
+            if proc.environ().get("MAINTD_CONFIG", "").startswith(base):
+                left.append(f"{proc.pid}: {cmd[:120]}")
+                proc.kill()
+        except psutil.Error:
+            continue
+    assert not left, "tests left maintd processes running (killed now): " + "; ".join(left)
 
 
 @pytest.fixture(scope="session")
@@ -200,13 +220,25 @@ class RunningWorker:
         wait_until(ready, timeout_s, f"workers {nodes} ready (log {self.log})")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the supervisor (it stops its lanes, slow lane grace 120 s); if anything of the
+        tree is still alive after that, kill the whole tree: no test may leave a worker."""
+        try:
+            tree = [self.proc.pid] + [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = [self.proc.pid]
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=60)
+                self.proc.wait(timeout=150)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+                pass
+        for pid in tree:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2) -> object:

@@ -34,23 +34,44 @@ class Child:
         self.proc = subprocess.Popen(list(self.argv), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
+        """SIGTERM to the child's process group (warm shutdown: running tasks finish)."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         try:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
+            pass
+
+    def finish_stop(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic), then SIGKILL whatever is left in the group."""
+        proc = self.proc
+        if proc is None:
             return
-        try:
-            proc.wait(timeout=self.grace_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %.0fs; killing", self.name, self.grace_s)
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0fs; killing", self.name, self.grace_s)
         try:  # anything left in the group (pool children) goes too
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.signal_stop()
+        self.finish_stop(time.monotonic() + self.grace_s)
+
+
+def stop_all(children: list[Child]) -> None:
+    """Stop children in parallel: all are signalled at once, each gets its own grace."""
+    start = time.monotonic()
+    for child in reversed(children):
+        child.signal_stop()
+    for child in reversed(children):
+        child.finish_stop(start + child.grace_s)
 
 
 class Supervisor:
@@ -88,8 +109,7 @@ class Supervisor:
                     time.sleep(min(5, len(child.restarts)))
                     child.start()
         finally:
-            for child in reversed(self.children):
-                child.stop()
+            stop_all(self.children)
             if self.on_stop:
                 self.on_stop()
             for s, handler in previous.items():
