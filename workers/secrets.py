@@ -98,3 +98,34 @@ class SecretUrl(Secret):
             return urlsplit(self._value).hostname or ""
         except ValueError:
             return ""
+
+
+def _pairs(node: Any) -> list[tuple[str, str]]:
+    """(secret value, how it may be shown) for every secret in ``node`` (a Secret, a list,
+    or a pydantic model walked field by field)."""
+    from pydantic import BaseModel
+
+    if isinstance(node, SecretUrl):
+        value, out = node.reveal(), [(node.reveal(), node.masked)]
+        try:
+            password = urlsplit(value).password if "://" in value else None
+        except ValueError:
+            password = None
+        return out + ([(password, MASK)] if password else [])
+    if isinstance(node, Secret):
+        return [(node.reveal(), MASK)]
+    if isinstance(node, list | tuple):
+        return [p for v in node for p in _pairs(v)]
+    if isinstance(node, BaseModel):
+        return [p for k in type(node).model_fields for p in _pairs(getattr(node, k))]
+    return []
+
+
+def mask_secrets(text: str, *owners: Any) -> str:
+    """``text`` with every secret the owners carry masked: a URL as its masked form (its
+    password as ``***``), a plain secret as ``***``; a URL without credentials stays readable."""
+    pairs = {p for owner in owners for p in _pairs(owner)}
+    for value, shown in sorted(pairs, key=lambda p: len(p[0]), reverse=True):
+        if len(value) >= 4 and value != shown:
+            text = text.replace(value, shown)
+    return text

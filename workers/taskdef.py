@@ -22,7 +22,6 @@ from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_init
-from pydantic import BaseModel
 
 from workers import alerts
 from workers.app import app
@@ -33,6 +32,7 @@ from workers.history import history
 from workers.locks import holder_label, target_lock
 from workers.outcome import Outcome, Result, RunContext
 from workers.routing import effective_impact, resolve_target
+from workers.secrets import mask_secrets
 from workers.settings import get_config
 from workers.windows import inside_any, next_opening
 
@@ -46,32 +46,8 @@ def this_host(config: Config) -> str:
 
 
 def scrub(text: str, config: Config) -> str:
-    """Remove every configured secret from ``text``: a URL shows up masked (its password
-    as ``***``), a plain secret as ``***``. A URL without credentials stays readable."""
-    from urllib.parse import urlsplit
-
-    from workers.secrets import Secret, SecretUrl
-
-    def pairs(node: Any) -> list[tuple[str, str]]:
-        if isinstance(node, SecretUrl):
-            value, out = node.reveal(), [(node.reveal(), node.masked)]
-            try:
-                password = urlsplit(value).password if "://" in value else None
-            except ValueError:
-                password = None
-            return out + ([(password, "***")] if password else [])
-        if isinstance(node, Secret):
-            return [(node.reveal(), "***")]
-        if isinstance(node, list | tuple):
-            return [p for v in node for p in pairs(v)]
-        if isinstance(node, BaseModel):
-            return [p for k in type(node).model_fields for p in pairs(getattr(node, k))]
-        return []
-
-    for value, shown in sorted(set(pairs(config)), key=lambda p: len(p[0]), reverse=True):
-        if len(value) >= 4 and value != shown:
-            text = text.replace(value, shown)
-    return text
+    """Remove every configured secret from ``text`` (see ``workers.secrets.mask_secrets``)."""
+    return mask_secrets(text, config)
 
 
 def _retry_countdown(retries: int) -> int:

@@ -102,27 +102,50 @@ def tool_for(name: str, need_major: int, what: str, pg_bin_dir: Path | None = No
     return choose(name, need_major, find_tools(name, candidate_dirs(pg_bin_dir)), what)
 
 
-def conninfo(dsn: SecretUrl, password: Secret | None, *, application_name: str, connect_timeout_s: float,
-             dbname: str | None = None) -> tuple[str, str | None]:
+@dataclass(frozen=True)
+class Endpoint:
+    """A PostgreSQL server to connect to: its URL and the password kept apart from it."""
+
+    url: SecretUrl
+    password: Secret | None = None
+
+    @classmethod
+    def of(cls, target: PostgresTarget) -> Endpoint:
+        return cls(target.dsn, target.password)
+
+    @classmethod
+    def restore_server_of(cls, target: PostgresTarget) -> Endpoint:
+        if target.restore_dsn:
+            return cls(target.restore_dsn, target.restore_password)
+        return cls.of(target)
+
+
+@dataclass(frozen=True)
+class Login:
     """A keyword/value conninfo without the password, and the password (for a passfile)."""
+
+    conninfo: str
+    password: Secret | None
+
+
+def login(endpoint: Endpoint, *, application_name: str, connect_timeout_s: float, dbname: str | None = None) -> Login:
     try:
-        params = psycopg2.extensions.parse_dsn(db.plain_dsn(dsn))
+        params = psycopg2.extensions.parse_dsn(db.plain_dsn(endpoint.url))
     except psycopg2.ProgrammingError:
-        raise PermanentError(f"cannot parse DSN {dsn.masked}") from None
-    secret = params.pop("password", None)
-    if password is not None:
-        secret = password.reveal()
+        raise PermanentError(f"cannot parse DSN {endpoint.url.masked}") from None
+    inline = params.pop("password", None)
     if dbname:
         params["dbname"] = dbname
     params["application_name"] = application_name[:63]
     params["connect_timeout"] = str(max(2, int(round(connect_timeout_s))))
-    return psycopg2.extensions.make_dsn(**params), secret
+    password = endpoint.password or (Secret(inline) if inline else None)
+    return Login(psycopg2.extensions.make_dsn(**params), password)
 
 
 def target_secrets(target: PostgresTarget) -> list[str]:
     out = [target.password.reveal()] if target.password else []
-    _info, pw = conninfo(target.dsn, None, application_name="x", connect_timeout_s=5)
-    return out + ([pw] if pw else [])
+    inline = login(Endpoint(target.dsn), application_name="x", connect_timeout_s=5).password
+    return out + ([inline.reveal()] if inline else [])
 
 
 def classify_tool_error(exc: CommandError) -> Exception:
@@ -159,7 +182,7 @@ def list_archive(reader: VerifiedReader, tool: Tool, timeout_s: float) -> int:
     return len(entries)
 
 
-def restore_stream(reader: VerifiedReader, tool: Tool, server_major: int, conn_info: str, password: str | None, *,
+def restore_stream(reader: VerifiedReader, tool: Tool, server_major: int, server: Login, *,
                    timeout_s: float, clean: bool = False, single_transaction: bool = False, no_owner: bool = False,
                    secrets: Sequence[str] = ()) -> list[str]:
     """Feed the archive into ``pg_restore -d``. Returns notes (e.g. tolerated errors)."""
@@ -168,10 +191,12 @@ def restore_stream(reader: VerifiedReader, tool: Tool, server_major: int, conn_i
     if tolerant:
         notes.append(f"pg_restore {tool.version} into PostgreSQL {server_major}: run without --exit-on-error/"
                      "--single-transaction; only the transaction_timeout error is accepted")
-    with commands.passfile(password) as env:
-        cmd = commands.pg_restore(tool.path, conninfo=conn_info, timeout_s=timeout_s, env=env, clean=clean,
+    revealed = server.password.reveal() if server.password else None
+    with commands.passfile(revealed) as env:
+        cmd = commands.pg_restore(tool.path, conninfo=server.conninfo, timeout_s=timeout_s, env=env, clean=clean,
                                   single_transaction=single_transaction and not tolerant,
-                                  exit_on_error=not tolerant, no_owner=no_owner, secrets=[*secrets, *([password] if password else [])])
+                                  exit_on_error=not tolerant, no_owner=no_owner,
+                                  secrets=[*secrets, *([revealed] if revealed else [])])
         with commands.start(cmd, stdin=True) as proc:
             pump(reader, proc.stdin)
             reader.finish()

@@ -26,7 +26,6 @@ from workers import commands, db
 from workers.commands import CommandError
 from workers.config_model import PostgresTarget
 from workers.outcome import Result
-from workers.secrets import Secret, SecretUrl
 
 logger = logging.getLogger(__name__)
 OBJECT = "data.dump.zst"
@@ -112,10 +111,10 @@ def backup(target: PostgresTarget, store: BackupStore, *, host: str, task_id: st
             session.manifest.source = {"server_version": server["v"], "database": server["db"],
                                        "dsn": target.dsn.masked, "snapshot": snapshot}
             session.manifest.tools["pg_dump"] = commands.tool_version(tool.path)
-            info, password = pgtools.conninfo(target.dsn, target.password, application_name="maintd:pg_dump",
-                                              connect_timeout_s=target.connect_timeout_s)
-            with commands.passfile(password) as env:
-                cmd = commands.pg_dump(tool.path, info, timeout_s=timeout_s, env=env, snapshot=snapshot,
+            source = pgtools.login(pgtools.Endpoint.of(target), application_name="maintd:pg_dump",
+                                   connect_timeout_s=target.connect_timeout_s)
+            with commands.passfile(source.password.reveal() if source.password else None) as env:
+                cmd = commands.pg_dump(tool.path, source.conninfo, timeout_s=timeout_s, env=env, snapshot=snapshot,
                                        secrets=secrets, lock_wait_timeout_s=LOCK_WAIT_S)
                 with session.data_object(OBJECT, FORMAT) as out, commands.start(cmd, stdout=True) as proc:
                     buf = bytearray(1024 * 1024)
@@ -155,12 +154,6 @@ def check_format(store: BackupStore, record: BackupRecord, target: PostgresTarge
     return f"pg_restore --list: {entries} TOC entries"
 
 
-def _server(dsn: SecretUrl, password: Secret | None, dbname: str, app: str,
-            timeout_s: float = 10) -> tuple[str, Secret | None]:
-    info, pw = pgtools.conninfo(dsn, password, application_name=app, connect_timeout_s=timeout_s, dbname=dbname)
-    return info, Secret(pw) if pw else None
-
-
 def scratch_name(backup_id: str) -> str:
     return "maintd_restore_" + backup_id.lower().replace("-", "_")
 
@@ -169,12 +162,11 @@ def restore_test(store: BackupStore, record: BackupRecord, target: PostgresTarge
     """Restore into a scratch database ``maintd_restore_<id>`` on the restore server, count
     rows, drop it. Returns the findings (``problems`` empty when the restore is proven)."""
     assert record.manifest is not None
-    dsn = target.restore_dsn or target.dsn
-    password = target.restore_password if target.restore_dsn else target.password
+    server = pgtools.Endpoint.restore_server_of(target)
     app = "maintd:backup.restore_test"
     name = scratch_name(record.ref.backup_id)
-    admin = db.connect(dsn, application_name=app, connect_timeout_s=target.connect_timeout_s,
-                       statement_timeout_s=600, password=password)
+    admin = db.connect(server.url, application_name=app, connect_timeout_s=target.connect_timeout_s,
+                       statement_timeout_s=600, password=server.password)
     try:
         major = admin.server_version // 10000
         tool = archive_tool(record, target.pg_bin_dir)
@@ -182,15 +174,16 @@ def restore_test(store: BackupStore, record: BackupRecord, target: PostgresTarge
         db.query(admin, sql.SQL(drop).format(sql.Identifier(name)))  # a scratch left by a killed run
         db.query(admin, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            info, pw = _server(dsn, password, name, app, target.connect_timeout_s)
+            scratch = pgtools.login(server, application_name=app, connect_timeout_s=target.connect_timeout_s,
+                                    dbname=name)
             started = time.monotonic()
             obj = record.manifest.object(OBJECT)
             with closing(open_verified(store, record.ref.key(OBJECT), obj)) as reader:
-                notes = pgtools.restore_stream(reader, tool, major, info, pw.reveal() if pw else None,
-                                               timeout_s=timeout_s, no_owner=True,
+                notes = pgtools.restore_stream(reader, tool, major, scratch, timeout_s=timeout_s, no_owner=True,
                                                secrets=pgtools.target_secrets(target))
             duration = time.monotonic() - started
-            with db.session(info, application_name=app, password=pw, statement_timeout_s=timeout_s) as conn:
+            with db.session(scratch.conninfo, application_name=app, password=scratch.password,
+                            statement_timeout_s=timeout_s) as conn:
                 restored = {f"{r['schema']}.{r['table']}": r for r in db.query(conn, _TABLES)}
                 actual = {}
                 for key, entry in restored.items():
@@ -223,9 +216,10 @@ def restore(store: BackupStore, record: BackupRecord, target: PostgresTarget, in
     finally:
         admin.close()
     tool = archive_tool(record, target.pg_bin_dir)
-    info, pw = _server(target.dsn, target.password, dbname, app, target.connect_timeout_s)
+    into_db = pgtools.login(pgtools.Endpoint.of(target), application_name=app,
+                            connect_timeout_s=target.connect_timeout_s, dbname=dbname)
     obj = record.manifest.object(OBJECT)
     with closing(open_verified(store, record.ref.key(OBJECT), obj)) as reader:
-        notes = pgtools.restore_stream(reader, tool, major, info, pw.reveal() if pw else None, timeout_s=timeout_s,
+        notes = pgtools.restore_stream(reader, tool, major, into_db, timeout_s=timeout_s,
                                        clean=True, single_transaction=True, secrets=pgtools.target_secrets(target))
     return [*actions, f"pg_restore {tool.version} --clean --if-exists --single-transaction into {dbname}", *notes]

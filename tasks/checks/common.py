@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+from workers.config_model import Target
 from workers.outcome import SEVERITY_RANK, Result, grade, worst
-from workers.secrets import Secret, SecretUrl
+from workers.secrets import mask_secrets
 
 # The health tasks have a 60 s soft limit; a check's longest single wait stays under it.
 MAX_WAIT_S = 45.0
@@ -18,20 +18,9 @@ def wait_s(configured: float) -> float:
     return max(0.1, min(float(configured), MAX_WAIT_S))
 
 
-def redact(text: str, *secrets: Secret | None) -> str:
-    """``text`` with every given secret value (and URL) replaced by its masked form."""
-    for secret in secrets:
-        if secret is None or not secret.reveal():
-            continue
-        text = text.replace(secret.reveal(), secret.masked or "***")
-        if isinstance(secret, SecretUrl):
-            try:
-                password = urlsplit(secret.reveal()).password
-            except ValueError:
-                password = None
-            if password and len(password) >= 4:
-                text = text.replace(password, "***")
-    return text
+def redact(text: str, target: Target) -> str:
+    """``text`` with every secret of ``target`` masked (its URL's password, passwords)."""
+    return mask_secrets(text, target)
 
 
 def one_line(text: str) -> str:

@@ -187,7 +187,7 @@ def check(target: HttpTarget, thresholds: Thresholds) -> Result:
     try:
         resp = fetch(target)
     except (requests.RequestException, BodyTimeout, OSError) as exc:
-        reason = redact(failure_reason(exc, wait_s(target.timeout_s)), target.url)
+        reason = redact(failure_reason(exc, wait_s(target.timeout_s)), target)
         logger.warning("health.http[%s]: %s", target.name, reason)
         return unreachable(f"HTTP {target.url.masked}", reason, where)
     result = assess(resp, target)

@@ -119,7 +119,7 @@ def check(target: RedisTarget, thresholds: Thresholds) -> Result:
     try:
         snap = collect(client, target.broker)
     except (redis.RedisError, OSError) as exc:
-        reason = redact(f"{type(exc).__name__}: {first_line(exc)}", target.url, target.password)
+        reason = redact(f"{type(exc).__name__}: {first_line(exc)}", target)
         logger.warning("health.redis[%s]: %s", target.name, reason)
         return unreachable("Redis", reason, where)
     finally:
