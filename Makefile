@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint typecheck pytest bench clean
+.PHONY: install up test lint typecheck pytest bench clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,7 @@ up: install
 
 lint: install
 	$(BIN)/ruff check workers tasks tests bench beat_schedule.py
+	$(BIN)/python -m tests.import_graph
 
 typecheck: install
 	$(BIN)/mypy
@@ -31,6 +32,12 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The Flower browser test (tests/test_flower_verdict.py) drives the Debian Chromium through its
+# chromedriver; without them it is skipped and says so. Nothing is downloaded by the test.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 bench: install
 	$(BIN)/python bench/dispatch.py

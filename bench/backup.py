@@ -171,10 +171,10 @@ def maintd_backup(dsn: str, store: dict[str, Any], level: int, threads: int) -> 
 
 def child(spec_text: str) -> None:
     spec = json.loads(spec_text)
-    from tasks.backups import postgres
-    from tasks.backups.coordinate import Compression
-    from tasks.backups.store import open_store
-    from workers.config_model import PostgresTarget, StoreSection
+    from tasks.core.backup import postgres
+    from tasks.core.backup.coordinate import Compression
+    from tasks.core.backup.stores import open_store
+    from workers.config import PostgresTarget, StoreSection
 
     store = open_store(StoreSection(**spec["store"]))
     target = PostgresTarget(name="bench", dsn=spec["dsn"])
@@ -204,7 +204,7 @@ def restore_plain(bin_dir: Path, admin_dsn: str, conninfo_of: Any, archive: Path
 
 
 def default_level() -> int:
-    from workers.config_model import StoreSection
+    from workers.config import StoreSection
 
     return int(StoreSection.model_fields["compression_level"].default)
 
@@ -224,8 +224,8 @@ def main() -> None:
 
     from psycopg2.extensions import make_dsn, parse_dsn
 
-    from tasks.backups import pgtools
     from tests.test_backup_support import MotoS3
+    from workers.doors import pgtools
 
     params = parse_dsn(args.dsn)
     name = f"maintd_bench_{uuid.uuid4().hex[:8]}"
@@ -274,12 +274,12 @@ def main() -> None:
         print("restore: maintd backup.restore_test from the local store …", flush=True)
         from datetime import UTC, datetime
 
-        from tasks.backups import restore_test
-        from tasks.backups.store import open_store
-        from workers.config_model import PostgresTarget, StoreSection
+        from tasks.core.backup import drill
+        from tasks.core.backup.stores import open_store
+        from workers.config import PostgresTarget, StoreSection
 
         t0 = time.monotonic()
-        tested = restore_test.restore_test(open_store(StoreSection(**local)), PostgresTarget(name="bench", dsn=dsn),
+        tested = drill.restore_test(open_store(StoreSection(**local)), PostgresTarget(name="bench", dsn=dsn),
                                            now=datetime.now(UTC), timeout_s=7200)
         test_total = time.monotonic() - t0
         assert tested.status == "ok", tested

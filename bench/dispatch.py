@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=500)
     args = parser.parse_args()
 
-    from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+    from workers.processes.embedded import EmbeddedPostgres, EmbeddedRedis
 
     scratch = Path(tempfile.mkdtemp(prefix="maintd-bench-"))
     scratch.chmod(0o755)
@@ -72,7 +72,7 @@ def main() -> int:
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         from bench.bare_app import bare_noop
-        from tasks.diagnostic import noop
+        from tasks.maintd import noop
 
         # The database result backend is polled; a 2 ms interval keeps polling out of the numbers.
         def round_trip(task: object) -> float:
@@ -100,9 +100,9 @@ def main() -> int:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-        from workers.history import history
+        from workers.records import records
 
-        history().close()
+        records().close()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.close()
         for s in servers:

@@ -146,9 +146,9 @@ def single_delete(dsn: str) -> dict[str, Any]:
 
 
 def maintd_retention(dsn: str, archive: bool) -> dict[str, Any]:
-    from tasks.pg.retention import retention
-    from workers.config_model import Config, PostgresTarget, RetentionPolicy
-    from workers.outcome import RunContext
+    from tasks.core.postgres.retention import retention
+    from workers.config import Config, PostgresTarget, RetentionPolicy
+    from workers.records.outcome import RunContext
 
     policy = RetentionPolicy(table="events", column="ts", older_than="365d",
                              archive_table="events_archive" if archive else None)
@@ -180,10 +180,10 @@ def make_tables(dsn: str, n: int) -> None:
 
 
 def scan_bench(dsn: str, n: int) -> dict[str, Any]:
-    from tasks.pg.session import connect as pg_connect
-    from tasks.pg.vacuum import candidates, vacuum_bloated
-    from workers.config_model import Config, PostgresTarget
-    from workers.outcome import RunContext
+    from tasks.core.postgres.session import connect as pg_connect
+    from tasks.core.postgres.vacuum import candidates, vacuum_bloated
+    from workers.config import Config, PostgresTarget
+    from workers.records.outcome import RunContext
 
     make_tables(dsn, n)
     target = PostgresTarget(name="bench", dsn=dsn)  # type: ignore[arg-type]
@@ -221,7 +221,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each way, interleaved (medians printed)")
     args = parser.parse_args()
 
-    from workers.embedded import EmbeddedPostgres
+    from workers.processes.embedded import EmbeddedPostgres
 
     emb = None
     pg_dsn = os.environ.get("MAINTD_TEST_POSTGRES_DSN")

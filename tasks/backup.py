@@ -1,4 +1,4 @@
-"""Backup tasks: thin shells over ``tasks.backups`` (Celery-free).
+"""Backup tasks: thin shells over ``tasks.core.backup`` (Celery-free).
 
 ``backup.postgres|sqlite|redis|files`` write a backup and its manifest; ``backup.verify``,
 ``backup.restore_test``, ``backup.prune`` and ``backup.restore`` take any backed-up
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tasks.backups import files as files_backup
-from tasks.backups import postgres as pg_backup
-from tasks.backups import prune as pruning
-from tasks.backups import redis_backup
-from tasks.backups import restore as restoring
-from tasks.backups import restore_test as restore_testing
-from tasks.backups import sqlite as sqlite_backup
-from tasks.backups import verify as verifying
-from tasks.backups.coordinate import Compression
-from tasks.backups.store import BackupStore, open_store
-from workers.config_model import (
+from tasks.core.backup import drill, redis_backup
+from tasks.core.backup import files as files_backup
+from tasks.core.backup import postgres as pg_backup
+from tasks.core.backup import prune as pruning
+from tasks.core.backup import restore as restoring
+from tasks.core.backup import sqlite as sqlite_backup
+from tasks.core.backup import verify as verifying
+from tasks.core.backup.coordinate import Compression
+from tasks.core.backup.store import BackupStore
+from tasks.core.backup.stores import open_store
+from workers.config import (
     FilesTarget,
     PostgresTarget,
     RedisTarget,
@@ -28,7 +28,7 @@ from workers.config_model import (
     Target,
     parse_age,
 )
-from workers.outcome import Result, RunContext
+from workers.records.outcome import Result, RunContext
 from workers.taskdef import maintenance_task
 
 HOUR = 3600
@@ -39,9 +39,8 @@ def _store(run: RunContext) -> BackupStore:
 
 
 def _budget(run: RunContext) -> float:
-    """Seconds left before the soft time limit (tools get this as their timeout)."""
-    spent = (datetime.now(UTC) - run.started_at).total_seconds()
-    return max(30.0, run.soft_deadline_s - spent)
+    """Seconds left of the run's budget (tools get this as their timeout; never under 30 s)."""
+    return run.budget().remaining(floor_s=30.0)
 
 
 def _context(run: RunContext) -> dict[str, object]:
@@ -80,19 +79,20 @@ def files(run: RunContext, target: FilesTarget) -> Result:
 
 @maintenance_task("backup.verify", impact="none", target="backups", soft_time_limit=2 * HOUR,
                   time_limit=2 * HOUR + 120, max_retries=2)
-def verify(run: RunContext, target: Target) -> Result:
-    """Newest backup fresh enough; checksum and format of every backup not verified yet."""
+def verify(run: RunContext, target: Target, full: bool = False) -> Result:
+    """Newest backup fresh; sizes every run; re-hash what is due (newest always); full=true: all."""
     retention = run.config.retention
-    freshness = verifying.Freshness(parse_age(retention.max_backup_age), parse_age(retention.restore_test_max_age))
-    return verifying.verify(_store(run), target, freshness, now=datetime.now(UTC), timeout_s=_budget(run),
-                            dry_run=run.dry_run)
+    freshness = verifying.Freshness(parse_age(retention.max_backup_age), parse_age(retention.restore_test_max_age),
+                                    parse_age(retention.reverify_after))
+    return verifying.verify(_store(run), target, freshness, now=datetime.now(UTC),
+                            timeout_s=run.budget().remaining(), dry_run=run.dry_run, full=full)
 
 
 @maintenance_task("backup.restore_test", impact="medium", target="backups", soft_time_limit=3 * HOUR,
                   time_limit=3 * HOUR + 300, max_retries=1)
 def restore_test(run: RunContext, target: Target) -> Result:
     """Restore the newest backup into scratch for real, compare counts, drop the scratch."""
-    return restore_testing.restore_test(_store(run), target, now=datetime.now(UTC), timeout_s=_budget(run),
+    return drill.restore_test(_store(run), target, now=datetime.now(UTC), timeout_s=_budget(run),
                                         dry_run=run.dry_run)
 
 
@@ -105,12 +105,13 @@ def prune(run: RunContext, target: Target) -> Result:
 
 
 # A restore is disaster recovery: it must not wait for a maintenance window (RTO 4 h), and
-# is never retried on its own. It needs confirm="<target name>".
+# is never retried on its own — nor run again after a lost worker (a --clean restore hours
+# later would overwrite what was written since): not repeatable. It needs confirm="<target name>".
 @maintenance_task("backup.restore", impact="high", target="backups", ad_hoc_only=True, windowed=False,
-                  soft_time_limit=4 * HOUR, time_limit=4 * HOUR + 300, max_retries=0)
+                  repeatable=False, soft_time_limit=4 * HOUR, time_limit=4 * HOUR + 300, max_retries=0)
 def restore(run: RunContext, target: Target, backup_id: str = "", into: str = "", confirm: str = "",
-            flush: bool = False) -> Result:
+            flush: bool = False, allow_broker: bool = False) -> Result:
     """Restore a checksum-verified backup into the target or `into`; needs confirm=<target name>."""
     return restoring.restore(_store(run), target, run.config, now=datetime.now(UTC), backup_id=backup_id,
                              into=into or None, confirm=confirm, flush=flush, timeout_s=_budget(run),
-                             dry_run=run.dry_run)
+                             dry_run=run.dry_run, allow_broker=allow_broker)

@@ -1,4 +1,4 @@
-"""Health checks (impact none). Each task is a thin shell over ``tasks.checks``.
+"""Health checks (impact none). Each task is a thin shell over ``tasks.core.health``.
 
 A health check reports, it does not retry: findings (an unreachable target included)
 are statuses, and the next scheduled run is the retry. Limits are short so a hung
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tasks import checks
-from workers.config_model import (
+from tasks.core import health as checks
+from workers.config import (
     CertificateTarget,
     HostTarget,
     HttpTarget,
@@ -18,8 +18,8 @@ from workers.config_model import (
     RedisTarget,
     SqliteTarget,
 )
-from workers.history import history
-from workers.outcome import Result, RunContext
+from workers.records import records
+from workers.records.outcome import Result, RunContext
 from workers.taskdef import maintenance_task
 
 LIMITS = {"soft_time_limit": 60, "time_limit": 75, "max_retries": 0}
@@ -64,5 +64,5 @@ def certificates(run: RunContext, target: CertificateTarget) -> Result:
 @maintenance_task("health.overview", impact="none", **LIMITS)
 def overview(run: RunContext) -> Result:
     """Overall status and score from the latest health result of every target."""
-    rows = history().latest_per_target(list(checks.overview.CHECKS))
+    rows = records(run.config).runs.latest(list(checks.overview.CHECKS))
     return checks.overview.check(rows, run.config, datetime.now(UTC))

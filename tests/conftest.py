@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 import redis
 
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.processes.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,7 +182,7 @@ class ConfigFactory:
             """) + textwrap.dedent(body)
         self.path.write_text(text)
         os.environ["MAINTD_CONFIG"] = str(self.path)
-        from workers.settings import reset_config
+        from workers.config import reset_config
 
         reset_config()
         return self.path
@@ -194,7 +194,7 @@ def config(tmp_path: Path, broker_url: str, results_db: str, monkeypatch: pytest
     monkeypatch.setenv("MAINTD_CONFIG", str(tmp_path / "maintd.toml"))
     factory = ConfigFactory(tmp_path / "maintd.toml", broker_url, results_db)
     yield factory
-    from workers.settings import reset_config
+    from workers.config import reset_config
 
     reset_config()
 

@@ -19,9 +19,8 @@ import pytest
 from tests.test_alerts_support import LOOPBACK, CaptureServer, free_port, unique_task
 from workers.alerts import observe_safely
 from workers.alerts.state import decide, observe, severity_of
-from workers.config_model import Config
-from workers.history import HistoryStore
-from workers.settings import get_config
+from workers.config import Config, get_config
+from workers.records import Records
 
 pytest_plugins = ["tests.test_alerts_support"]  # http_capture, https_capture, smtp_server, pki
 
@@ -154,19 +153,19 @@ def test_concurrent_observers_send_exactly_one_alert(config: Any, http_capture: 
     cfg = write_config(config, webhook("hook", http_capture.url("/race")))
     task = unique_task()
     n = 6
-    stores = [HistoryStore(results_db) for _ in range(n)]  # one connection each: a real race in PostgreSQL
+    stores = [Records(results_db) for _ in range(n)]  # one connection each: a real race in PostgreSQL
     if first:
-        observe(cfg, task, "db1", first, "fine", "testhost", store=stores[0])
+        observe(cfg, task, "db1", first, "fine", "testhost", book=stores[0])
     for s in stores:  # connect (and create the schema) before the race starts
         s.execute(lambda cur: cur.execute("SELECT 1"))
     barrier = threading.Barrier(n)
     alerts: list[Any] = []
     errors: list[BaseException] = []
 
-    def worker(store: HistoryStore) -> None:
+    def worker(store: Records) -> None:
         try:
             barrier.wait(timeout=10)
-            alerts.append(observe(cfg, task, "db1", "critical", "down", "testhost", store=store))
+            alerts.append(observe(cfg, task, "db1", "critical", "down", "testhost", book=store))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

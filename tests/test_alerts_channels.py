@@ -28,11 +28,10 @@ from tests.test_alerts_support import (
 )
 from workers.alerts.delivery import deliver
 from workers.alerts.model import Alert
-from workers.alerts.redact import endpoint, scrub
-from workers.config_model import AlertChannel, Config
+from workers.alerts.redact import endpoint, secrets_of
+from workers.config import AlertChannel, Config, parse_config
+from workers.config.secrets import SecretUrl, mask_secrets
 from workers.errors import ConfigError
-from workers.secrets import SecretUrl
-from workers.settings import parse_config
 
 pytest_plugins = ["tests.test_alerts_support"]
 
@@ -242,7 +241,7 @@ def test_scrub_removes_every_channel_secret() -> None:
                       secret=HMAC_KEY)
     text = ("GET https://u:pw-123456@h.example/p/tok-987654321?k=qs-secret failed; tok-987654321; "
             f"pw-123456; {HMAC_KEY}; k=qs-secret")
-    cleaned = scrub(text, ch)
+    cleaned = mask_secrets(text, *secrets_of(ch))
     for secret in ("pw-123456", "tok-987654321", HMAC_KEY, "qs-secret"):
         assert secret not in cleaned
     assert cleaned == "GET *** failed; ***; ***; ***; ***"

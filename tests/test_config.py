@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, maintd_cmd
+from workers.config import parse_config
+from workers.config.secrets import Secret, SecretUrl, mask_url
 from workers.errors import ConfigError
-from workers.secrets import Secret, SecretUrl, mask_url
-from workers.settings import parse_config
 
 GOOD = """\
 [maintd]
@@ -162,8 +162,8 @@ def test_secret_repr_and_str() -> None:
     assert s.reveal() == "hunter2"
 
 
-def test_scrub_masks_passwords_and_secrets_but_keeps_plain_urls() -> None:
-    from workers.taskdef import scrub
+def test_mask_secrets_masks_passwords_and_secrets_but_keeps_plain_urls() -> None:
+    from workers.config.secrets import mask_secrets as scrub
 
     cfg = parse_config('[[postgres]]\nname = "a"\ndsn = "postgresql://u:hunter22@h/db"\n'
                        '[[postgres]]\nname = "b"\ndsn = "postgresql://postgres@127.0.0.1:1/maintd"\npassword = "pw-xyz-1"\n'

@@ -12,8 +12,8 @@ import yaml
 
 from tests.conftest import ROOT
 from workers.app import celery_settings
+from workers.config import parse_config
 from workers.schedule import expand
-from workers.settings import parse_config
 
 EXAMPLES = sorted((ROOT / "ops" / "examples").glob("*.toml"))
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis
+from workers.processes.embedded import EmbeddedPostgres, EmbeddedRedis
 
 pytestmark = pytest.mark.slow  # worker/broker mechanics: run once, against the machine's services
 
@@ -23,9 +23,9 @@ def pg_target(dsn: str) -> str:
 
 
 def runs_of(task_id: str) -> list[dict[str, Any]]:
-    from workers.history import history
+    from workers.records import records
 
-    return sorted(history().runs(task_id=task_id), key=lambda r: r["id"])
+    return sorted(records().runs.find(task_id=task_id), key=lambda r: r["id"])
 
 
 def running_pid(task_id: str) -> int | None:
@@ -38,7 +38,7 @@ def test_pool_process_killed_mid_task_runs_again_once(config: ConfigFactory, tar
     config.write(pg_target(target_db))
     start_worker(role="db", host="db-a")
     start_worker(role="db", host="db-b")
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
 
     result = hold.delay("local", seconds=4)
     pid = wait_until(lambda: running_pid(result.id), 30, "the run to start")
@@ -64,7 +64,7 @@ def test_whole_worker_killed_task_redelivered_to_surviving_worker(config: Config
                      for name, spec in load_catalog().items() if spec.time_limit > 25)
     config.write(pg_target(target_db) + limits, visibility_timeout=30)
     victim = start_worker(role="db", host="db-a")
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
 
     # Only the victim is up when the message is taken.
     result = hold.delay("local", seconds=3)

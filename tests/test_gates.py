@@ -14,7 +14,8 @@ import redis
 
 from tests.conftest import ROOT, ConfigFactory, RedisServer, maintd_cmd, wait_until
 from workers.errors import SkippedError
-from workers.locks import LockHeld, advisory_key, redis_lock
+from workers.gates.locks import LockHeld, advisory_key, redis_lock
+from workers.records import records
 
 
 def pg_target(dsn: str, name: str = "local", extra: str = "") -> str:
@@ -22,9 +23,8 @@ def pg_target(dsn: str, name: str = "local", extra: str = "") -> str:
 
 
 def history_rows(task_id: str) -> list[dict[str, Any]]:
-    from workers.history import history
 
-    return history().runs(task_id=task_id)
+    return records().runs.find(task_id=task_id)
 
 
 def test_redis_lock_names_holder_and_heartbeat_outlives_ttl(redis_server: RedisServer) -> None:
@@ -46,9 +46,9 @@ def test_redis_lock_names_holder_and_heartbeat_outlives_ttl(redis_server: RedisS
 def test_held_advisory_lock_yields_skipped_naming_holder(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
     config.write(pg_target(target_db))
     start_worker(role="db")
-    from tasks.diagnostic import noop
+    from tasks.maintd import noop
 
-    k1, k2 = advisory_key("local")
+    k1, k2 = advisory_key()
     holder = psycopg2.connect(target_db, application_name="maintd:postgres.vacuum_full@db9 pid 4242")
     try:
         holder.cursor().execute("SELECT pg_advisory_lock(%s, %s)", (k1, k2))
@@ -69,7 +69,7 @@ def test_two_dispatches_on_one_target_one_runs_one_skipped(config: ConfigFactory
     config.write(pg_target(target_db))
     start_worker(role="db", host="db-a")
     start_worker(role="db", host="db-b")
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
 
     first = hold.delay("local", seconds=6)
     time.sleep(0.5)
@@ -85,7 +85,7 @@ def test_two_dispatches_on_one_target_one_runs_one_skipped(config: ConfigFactory
 def test_dry_run_takes_no_lock_and_is_recorded(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
     config.write(pg_target(target_db))
     start_worker(role="db")
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
 
     started = time.monotonic()
     outcome = hold.delay("local", seconds=20, dry_run=True).get(timeout=30)
@@ -99,18 +99,16 @@ def test_dry_run_plans_outside_the_window(config: ConfigFactory, target_db: str,
     start = now + timedelta(hours=3)
     config.write(pg_target(target_db, extra=f'window = "daily {start:%H}:00-{(start + timedelta(hours=1)):%H}:00"'))
     start_worker(role="db")
-    from tasks.diagnostic import hold
-    from workers.deferral import pending
+    from tasks.maintd import hold
 
     outcome = hold.delay("local", seconds=0, dry_run=True).get(timeout=30)
     assert outcome["status"] == "ok" and "window closed: a real run would be deferred to" in outcome["summary"]
     assert outcome["metrics"]["window_open"] is False
-    assert pending() == []
+    assert records().deferred.pending() == []
     real = hold.delay("local", seconds=0).get(timeout=30)
     assert real["status"] == "deferred"
-    from workers.history import history
 
-    history().execute(lambda cur: cur.execute("DELETE FROM maintd_deferred WHERE task = 'maintd.hold'"))
+    records().execute(lambda cur: cur.execute("DELETE FROM maintd_deferred WHERE task = 'maintd.hold'"))
 
 
 @pytest.mark.slow
@@ -125,28 +123,25 @@ def test_outside_window_defers_then_released_when_window_opens(config: ConfigFac
     window = f'window = "daily {opens:%H:%M}-{closes:%H:%M}"'
     config.write(pg_target(target_db, extra=window))
     start_worker(role="db")
-    from tasks.diagnostic import hold
-    from workers.deferral import pending
-    from workers.history import history
+    from tasks.maintd import hold
 
     outcome = hold.delay("local", seconds=0).get(timeout=30)
     assert outcome["status"] == "deferred"
     assert f"{opens:%Y-%m-%d %H:%M}" in outcome["summary"]
-    rows = pending()
+    rows = records().deferred.pending()
     assert [(r["task"], r["target"], r["not_before"]) for r in rows] == [("maintd.hold", "local", opens)]
     assert rows[0]["kwargs"] == {"dry_run": False, "seconds": 0}
 
     # Before the window opens, a release sends nothing.
-    from workers.deferral import release_due
 
-    assert release_due(lambda *a: None) == []
+    assert records().deferred.release_due(lambda *a: None) == []
     wait_until(lambda: datetime.now(timezone.utc) >= opens, 75, "the window to open", interval_s=0.5)
     from workers.app import app
 
     released = app.tasks["maintd.release_deferred"].delay().get(timeout=30)
     assert released["actions"] == ["maintd.hold[local]"]
-    assert pending() == []
-    ran = wait_until(lambda: [r for r in history().runs(task="maintd.hold", target="local") if r["status"] == "ok"],
+    assert records().deferred.pending() == []
+    ran = wait_until(lambda: [r for r in records().runs.find(task="maintd.hold", target="local") if r["status"] == "ok"],
                      30, "the released run")
     assert ran  # the released run went through the window gate and ran
 
@@ -157,7 +152,7 @@ def test_unreachable_target_fails_cleanly_without_secret(config: ConfigFactory, 
     start_worker(role="db")
     from celery.result import AsyncResult
 
-    from tasks.diagnostic import noop
+    from tasks.maintd import noop
 
     result: AsyncResult = noop.delay("local")
     with pytest.raises(Exception) as err:
@@ -174,7 +169,7 @@ def test_unreachable_target_fails_cleanly_without_secret(config: ConfigFactory, 
 
 def test_bad_arguments_and_unknown_target_refused_before_sending(config: ConfigFactory, target_db: str) -> None:
     config.write(pg_target(target_db))
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
     from workers.errors import PermanentError, UnknownTargetError
 
     with pytest.raises(UnknownTargetError, match="unknown postgres target 'nope'.*known: local"):
@@ -205,17 +200,16 @@ def test_cli_run_wait_prints_outcome_and_exit_codes(config: ConfigFactory, targe
 def test_concurrent_history_writers(config: ConfigFactory, target_db: str) -> None:
     """The history store is shared by a worker's threads: concurrent writes stay consistent."""
     config.write(pg_target(target_db))
-    from workers.history import history
 
-    store = history()
+    store = records()
     now = datetime.now(timezone.utc)
     errors: list[BaseException] = []
 
     def write(i: int) -> None:
         try:
-            rid = store.start_run(task_id=f"conc-{i}", task="maintd.noop", target="local", impact="low", host="h",
+            rid = store.runs.start(task_id=f"conc-{i}", task="maintd.noop", target="local", impact="low", host="h",
                                   worker="w", attempt=1, dry_run=False, started_at=now)
-            store.finish_run(rid, status="ok", summary=str(i), metrics={"i": i}, actions=[], error=None,
+            store.runs.finish(rid, status="ok", summary=str(i), metrics={"i": i}, actions=[], error=None,
                              finished_at=now, duration_s=0.0)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -226,7 +220,7 @@ def test_concurrent_history_writers(config: ConfigFactory, target_db: str) -> No
     for t in threads:
         t.join()
     assert not errors
-    assert all(store.runs(task_id=f"conc-{i}")[0]["metrics"] == {"i": i} for i in range(20))
+    assert all(store.runs.find(task_id=f"conc-{i}")[0]["metrics"] == {"i": i} for i in range(20))
 
 
 def test_limits_from_config_apply_to_messages_from_any_sender(config: ConfigFactory, target_db: str,
@@ -237,7 +231,7 @@ def test_limits_from_config_apply_to_messages_from_any_sender(config: ConfigFact
     start_worker(role="db")
     from celery import Celery
 
-    from tasks.diagnostic import hold
+    from tasks.maintd import hold
     from workers.app import app
 
     for result in (hold.delay("local", seconds=20),
@@ -258,18 +252,22 @@ def test_hard_time_limit_closes_the_running_row(config: ConfigFactory, target_db
     from celery.exceptions import TimeLimitExceeded
 
     from workers.app import app
-    from workers.history import history
+    from workers.taskdef import _lost_worker
 
     config.write(pg_target(target_db))
     now = datetime.now(timezone.utc)
     task = app.tasks["maintd.hold"]
-    for task_id, exc, words in (("hard-1", TimeLimitExceeded(3660), "hard time limit (3660s)"),
-                                ("lost-1", WorkerLostError("killed"), "not retried")):
-        history().start_run(task_id=task_id, task="maintd.hold", target="local", impact="high", host="h",
-                            worker="w/1", attempt=1, dry_run=False, started_at=now)
-        task.on_failure(exc, task_id, ("local",), {}, None)
-        row = history_rows(task_id)[0]
-        assert row["status"] == "failed" and words in row["error"] and row["finished_at"] is not None
+    records().runs.start(task_id="hard-1", task="maintd.hold", target="local", impact="high", host="h",
+                         worker="w/1", attempt=1, dry_run=False, started_at=now)
+    task.on_failure(TimeLimitExceeded(3660), "hard-1", ("local",), {}, None)
+    row = history_rows("hard-1")[0]
+    assert row["status"] == "failed" and "hard time limit (3660s)" in row["error"] and row["finished_at"] is not None
+    # a pool process lost and not run again (Celery's task_failure signal in the main process): lost
+    records().runs.start(task_id="lost-1", task="maintd.hold", target="local", impact="high", host="h",
+                         worker="w/1", attempt=1, dry_run=False, started_at=now)
+    _lost_worker(sender=task, task_id="lost-1", exception=WorkerLostError("killed"))
+    row = history_rows("lost-1")[0]
+    assert row["status"] == "lost" and "worker process lost" in row["error"] and row["finished_at"] is not None
     # a run that recorded its own end is left alone
     task.on_failure(TimeLimitExceeded(1), "hard-1", ("local",), {}, None)
     assert history_rows("hard-1")[0]["error"].startswith("hard time limit (3660s)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tasks.checks import certificates as cc
+from tasks.core.health import certificates as cc
 from tests.test_health_support import (
     SilentServer,
     TlsServer,
@@ -18,7 +18,7 @@ from tests.test_health_support import (
     make_certificate,
     write_pair,
 )
-from workers.config_model import CertificateTarget, Thresholds
+from workers.config import CertificateTarget, Thresholds
 
 CASES = [(90, "ok", "expires"), (5, "critical", "days to expiry"), (-3, "critical", "expired 3.0 days ago")]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks.checks import host as hc
-from workers.config_model import HostTarget, Thresholds
+from tasks.core.health import host as hc
+from workers.config import HostTarget, Thresholds
 
 # Other suites share this machine: "ok" is only asserted with limits nothing reaches.
 NEVER = (1e9, 1e9)

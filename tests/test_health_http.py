@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tasks.checks import http as hc
+from tasks.core.health import http as hc
 from tests.test_health_support import (
     JsonHttpServer,
     SilentServer,
@@ -21,7 +21,7 @@ from tests.test_health_support import (
     slow,
     write_pair,
 )
-from workers.config_model import Config, HttpTarget, Thresholds
+from workers.config import Config, HttpTarget, Thresholds
 
 HEALTH_DOC = {
     "overall_status": "healthy",

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tasks.checks import overview as ov
-from workers.config_model import Config
+from tasks.core.health import overview as ov
+from workers.config import Config
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 CONFIG = Config.model_validate({
@@ -105,22 +105,22 @@ def test_over_real_history(config) -> None:  # type: ignore[no-untyped-def]
         name = "ovcache"
         url = "redis://127.0.0.1:1/0"
     """)
-    from workers.history import history
-    from workers.settings import get_config
+    from workers.config import get_config
+    from workers.records import records
 
-    store = history()
+    store = records()
     now = datetime.now(UTC)
     for task, target, status, age in (("health.postgres", "ovmain", "critical", 3600),
                                       ("health.postgres", "ovmain", "ok", 30),
                                       ("health.redis", "ovcache", "ok", 40),
                                       ("health.redis", "ovcache", "skipped", 5)):  # skipped runs are not results
         at = now - timedelta(seconds=age)
-        run_id = store.start_run(task_id=f"ov-{task}-{age}-{now.timestamp()}", task=task, target=target,
+        run_id = store.runs.start(task_id=f"ov-{task}-{age}-{now.timestamp()}", task=task, target=target,
                                  impact="none", host="testhost", worker="test", attempt=1, dry_run=False,
                                  started_at=at)
-        store.finish_run(run_id, status=status, summary=f"{status} now", metrics={}, actions=[], error=None,
+        store.runs.finish(run_id, status=status, summary=f"{status} now", metrics={}, actions=[], error=None,
                          finished_at=at, duration_s=0.1)
-    rows = store.latest_per_target(list(ov.CHECKS))
+    rows = store.runs.latest(list(ov.CHECKS))
     result = ov.check(rows, get_config(), datetime.now(UTC))
     services = {s["service_name"]: s for s in result.metrics["services"]}
     assert services["PostgreSQL (ovmain)"]["status"] == "healthy"

@@ -12,10 +12,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tasks.checks import postgres as pg
+from tasks.core.health import postgres as pg
 from tests.test_health_support import SilentServer, closed_port
-from workers.config_model import PostgresTarget, Thresholds
-from workers.embedded import EmbeddedPostgres, _run_as, as_user, pg_bin
+from workers.config import PostgresTarget, Thresholds
+from workers.doors.pgtools import pg_bin
+from workers.processes.embedded import EmbeddedPostgres, _run_as, as_user
 
 # The machine's PostgreSQL is shared with parallel suites: connection counts there are
 # not ours to control, so tests that want "ok" do not grade them.

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from tasks.checks import redis as rc
+from tasks.core.health import redis as rc
 from tests.test_health_support import SilentServer, closed_port
-from workers.config_model import RedisTarget, Thresholds
-from workers.embedded import EmbeddedRedis
+from workers.config import RedisTarget, Thresholds
+from workers.processes.embedded import EmbeddedRedis
 
 PASSWORD = "pw-Redis-Sekrit-31"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.checks import sqlite as sc
-from workers.config_model import SqliteTarget, Thresholds
+from tasks.core.health import sqlite as sc
+from workers.config import SqliteTarget, Thresholds
 
 
 def make_db(path: Path, *, wal: bool, rows: int = 200) -> Path:

@@ -38,7 +38,7 @@ def test_health_checks_through_a_real_worker(config, target_db, redis_server, st
     """)
     start_worker(role="db")
     from tasks import health
-    from workers.history import history
+    from workers.records import records
 
     outcome = health.postgres.delay("local").get(timeout=30)
     assert outcome["status"] == "ok", outcome["summary"]
@@ -49,7 +49,7 @@ def test_health_checks_through_a_real_worker(config, target_db, redis_server, st
     redis_outcome = health.redis.delay("cache").get(timeout=30)
     assert redis_outcome["status"] == "ok", redis_outcome["summary"]
 
-    runs = history().runs(task="health.postgres", target="local", task_id=outcome["task_id"])
+    runs = records().runs.find(task="health.postgres", target="local", task_id=outcome["task_id"])
     assert len(runs) == 1 and runs[0]["status"] == "ok" and runs[0]["summary"] == outcome["summary"]
     assert runs[0]["metrics"]["max_connections"] == outcome["metrics"]["max_connections"]
 

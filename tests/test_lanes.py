@@ -16,12 +16,12 @@ def test_health_check_is_fast_while_slow_lane_is_busy(config: ConfigFactory, tar
     config.write(f'[[postgres]]\nname = "local"\ndsn = "{target_db}"\n'
                  f'[[postgres]]\nname = "other"\ndsn = "{target_db}"\n')
     start_worker(role="db")
-    from tasks.diagnostic import hold
     from tasks.health import postgres
-    from workers.history import history
+    from tasks.maintd import hold
+    from workers.records import records
 
     busy = hold.delay("local", seconds=30)
-    wait_until(lambda: any(r["status"] == "running" for r in history().runs(task_id=busy.id)), 30,
+    wait_until(lambda: any(r["status"] == "running" for r in records().runs.find(task_id=busy.id)), 30,
                "the high-impact task to start")
     queued = hold.delay("other", seconds=0)  # slow lane has one slot: this one waits its turn
 

@@ -21,15 +21,15 @@ from tests.test_postgres_support import (
     table_stats,
     wait_dead,
 )
-from workers.embedded import EmbeddedPostgres
+from workers.processes.embedded import EmbeddedPostgres
 
 EXPIRED, FRESH = 20000, 5000
 
 
 def _runs(task_id: str) -> list[dict[str, Any]]:
-    from workers.history import history
+    from workers.records import records
 
-    return sorted(history().runs(task_id=task_id), key=lambda r: r["id"])
+    return sorted(records().runs.find(task_id=task_id), key=lambda r: r["id"])
 
 
 def _running_pid(task_id: str) -> int | None:

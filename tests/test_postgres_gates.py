@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tasks.pg import vacuum
+from tasks.core.postgres import vacuum
 from tests.conftest import ConfigFactory, wait_until
 from tests.test_postgres_support import (
     bloat_table,
@@ -26,6 +26,7 @@ from tests.test_postgres_support import (
     target_of,
     wait_dead,
 )
+from workers.records import records
 
 
 @pytest.fixture(autouse=True)
@@ -78,19 +79,17 @@ def test_vacuum_full_outside_window_deferred_then_runs_when_it_opens(config: Con
     start_worker(role="db")
     from tasks.postgres import vacuum_full
     from workers.app import app
-    from workers.deferral import pending
-    from workers.history import history
 
     outcome = vacuum_full.delay("main").get(timeout=30)
     assert outcome["status"] == "deferred" and f"{opens:%Y-%m-%d %H:%M}" in outcome["summary"]
-    assert [(r["task"], r["target"], r["not_before"]) for r in pending() if r["task"] == "postgres.vacuum_full"] == [
+    assert [(r["task"], r["target"], r["not_before"]) for r in records().deferred.pending() if r["task"] == "postgres.vacuum_full"] == [
         ("postgres.vacuum_full", "main", opens)]
     assert table_stats(target_db, "public", "audit_logs")["bytes"] == before  # nothing done yet
 
     wait_until(lambda: datetime.now(UTC) >= opens, 75, "the window to open", interval_s=0.5)
     released = app.tasks["maintd.release_deferred"].delay().get(timeout=30)
     assert "postgres.vacuum_full[main]" in released["actions"]
-    ran = wait_until(lambda: [r for r in history().runs(task="postgres.vacuum_full", target="main")
+    ran = wait_until(lambda: [r for r in records().runs.find(task="postgres.vacuum_full", target="main")
                               if r["status"] == "ok"], 60, "the released VACUUM FULL")
     assert ran[0]["actions"] == ['VACUUM (FULL, ANALYZE) "public"."audit_logs"']  # type: ignore[index]
     assert table_stats(target_db, "public", "audit_logs")["bytes"] < before / 3
@@ -102,7 +101,6 @@ def test_admission_backs_off_under_load_then_runs(config: ConfigFactory, target_
     config.write(pg_block(target_db) + "[postgres.admission]\nmax_active_sessions = 0\nbackoff_s = 600\n")
     start_worker(role="db")
     from tasks.postgres import vacuum_bloated
-    from workers.deferral import pending
 
     load = psycopg2.connect(target_db, application_name="app-load", connect_timeout=5)
     load.autocommit = True
@@ -120,7 +118,7 @@ def test_admission_backs_off_under_load_then_runs(config: ConfigFactory, target_
     assert "backing off: 1 active sessions > limit 0" in outcome["summary"]
     assert outcome["metrics"]["done"] == 0 and outcome["actions"] == []
     assert table_stats(target_db, "public", "busy")["vacuums"] == 0
-    row = next(r for r in pending() if r["task"] == "postgres.vacuum_bloated")
+    row = next(r for r in records().deferred.pending() if r["task"] == "postgres.vacuum_bloated")
     assert row["kwargs"] == {"dry_run": False} and "active sessions" in row["reason"]
     assert timedelta(seconds=590) < row["not_before"] - datetime.now(UTC) <= timedelta(seconds=600)
 

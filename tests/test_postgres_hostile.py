@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
-from tasks.pg import analyze, reindex, retention, vacuum, vacuum_full
+from tasks.core.postgres import analyze, reindex, retention, vacuum, vacuum_full
 from tests.conftest import ConfigFactory
 from tests.test_postgres_support import (
     bloat_table,

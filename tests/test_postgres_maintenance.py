@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tasks.pg import analyze, indexes, reindex, stats, vacuum, vacuum_full
+from tasks.core.postgres import analyze, indexes, reindex, stats, vacuum, vacuum_full
 from tests.conftest import ConfigFactory
 from tests.test_postgres_support import (
     bloat_table,

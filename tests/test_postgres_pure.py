@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tasks.pg import admission, bloat, disk, long_queries, retention
-from tasks.pg.relations import _candidates
-from workers.config_model import AdmissionLimits, PostgresTarget, RetentionPolicy, parse_age
+from tasks.core.postgres import admission, bloat, disk, long_queries, retention
+from tasks.core.postgres.relations import _candidates
+from workers.config import AdmissionLimits, PostgresTarget, RetentionPolicy, parse_age
 
 DT = bloat.DeadTuples
 
@@ -191,7 +191,7 @@ def test_where_with_quoted_punctuation_is_accepted() -> None:
     (["daily 01:00-02:00"], "2026-01-05 12:00", 0.0),       # closed: nothing starts
 ])
 def test_vacuum_full_stops_at_window_close(window: list[str], now: str, left: float | None) -> None:
-    from tasks.pg.vacuum_full import window_left_s
+    from tasks.core.postgres.vacuum_full import window_left_s
 
     target = PostgresTarget(name="w", dsn="postgresql://u@h/d", window=window)  # type: ignore[arg-type]
     assert window_left_s(target, datetime.fromisoformat(now).replace(tzinfo=UTC)) == left
@@ -208,6 +208,6 @@ def test_vacuum_full_stops_at_window_close(window: list[str], now: str, left: fl
 ])
 def test_retention_strategy(requested: str, partitioned: bool, version: int, indexed: bool, fraction: float,
                             expected: str) -> None:
-    from tasks.pg.batches import choose
+    from tasks.core.postgres.batches import choose
 
     assert choose(requested, partitioned, version, indexed, fraction) == expected

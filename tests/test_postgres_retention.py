@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from tasks.pg import retention
+from tasks.core.postgres import retention
 from tests.conftest import ConfigFactory
 from tests.test_postgres_support import ctx, pg_block, scalar, session, target_of
 from workers.errors import PermanentError

@@ -20,8 +20,8 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from tests.conftest import ConfigFactory, wait_until
-from workers.config_model import PostgresTarget
-from workers.outcome import RunContext
+from workers.config import PostgresTarget
+from workers.records.outcome import RunContext
 
 
 def toml_str(text: str) -> str:
@@ -35,7 +35,7 @@ def pg_block(dsn: str, extra: str = "", name: str = "main") -> str:
 
 def target_of(config: ConfigFactory, body: str, name: str = "main") -> PostgresTarget:
     config.write(body)
-    from workers.settings import get_config
+    from workers.config import get_config
 
     target = get_config().target("postgres", name)
     assert isinstance(target, PostgresTarget)
@@ -43,7 +43,7 @@ def target_of(config: ConfigFactory, body: str, name: str = "main") -> PostgresT
 
 
 def ctx(task: str, dry_run: bool = False, soft_s: float = 300) -> RunContext:
-    from workers.settings import get_config
+    from workers.config import get_config
 
     return RunContext(task=task, task_id="local-test", target="main", impact="low", host="testhost",
                       worker="pytest", attempt=1, dry_run=dry_run, config=get_config(),
@@ -112,13 +112,13 @@ def wait_dead(dsn: str, schema: str, name: str, at_least: int) -> dict[str, Any]
 
 
 def history_rows(task: str, target: str = "main") -> list[dict[str, Any]]:
-    from workers.history import history
+    from workers.records import records
 
-    return history().runs(task=task, target=target)
+    return records().runs.find(task=task, target=target)
 
 
 def clear_deferred() -> None:
-    from workers.history import history
+    from workers.records import records
 
-    history().execute(lambda cur: cur.execute("DELETE FROM maintd_deferred WHERE task LIKE 'postgres.%%'"))
+    records().execute(lambda cur: cur.execute("DELETE FROM maintd_deferred WHERE task LIKE 'postgres.%%'"))
 

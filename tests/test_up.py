@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import maintd_cmd, wait_until
-from workers.embedded import free_port
+from workers.doors.commands import free_port
 
 
 def _status(config: Path, cwd: Path) -> dict | None:
@@ -117,9 +117,9 @@ def test_up_embedded_runs_sweep_serves_flower_and_leaves_no_process(scratch_root
 
 
 def test_overlay_adds_embedded_urls_to_a_user_config(tmp_path: Path) -> None:
-    from workers.demo import is_generated, overlay_config
+    from workers.config import parse_config
     from workers.errors import ConfigError
-    from workers.settings import parse_config
+    from workers.processes.demo import is_generated, overlay_config
 
     broker, results = tmp_path / "broker.url", tmp_path / "results.url"
     broker.write_text("redis://:pw-broker@127.0.0.1:6390/0\n")

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from workers.windows import (
+from workers.config.windows import (
     MaintenanceWindow,
     WindowSyntaxError,
     inside_any,

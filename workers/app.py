@@ -4,13 +4,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from datetime import datetime, timezone
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
+from celery.schedules import crontab
+from kombu import Exchange, Queue
 
-from workers.catalog import TASK_MODULES, load_catalog
-from workers.config_model import Config
+from workers.catalog import SPECS, TASK_MODULES, load_catalog, validate
+from workers.config import Config, get_config
+from workers.doors.redis import alive_client, forget_alive, mark_alive
 from workers.errors import ConfigError
+from workers.routing import EXCHANGE, all_queue_names, queue_for
+from workers.schedule import expand
+
+logger = logging.getLogger(__name__)
+_EXCHANGE = Exchange(EXCHANGE, type="direct")
+
+# Message headers (not task arguments: Flower and results never show them as kwargs) that tell
+# a scheduled dispatch from an ad hoc one. Beat entries carry ENTRY_HEADER (the entry's name);
+# a deferred run released again carries it on, with ORIGIN_HEADER naming the first dispatch.
+ENTRY_HEADER = "maintd_entry"
+ORIGIN_HEADER = "maintd_origin"
 
 
 def result_backend_url(url: str) -> str:
@@ -30,10 +47,8 @@ def longest_hard_limit(config: Config) -> int:
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
-    """The Celery baseline of DESIGN.md, from one config."""
-    from workers.routing import declare_queues, route_task
-    from workers.schedule import celery_beat_schedule
-
+    """The Celery baseline of DESIGN.md, from one config (checked against the catalog first)."""
+    validate(config)
     if config.broker.url is None or config.results.url is None:
         raise ConfigError(
             "no [broker] url / [results] url configured: run `maintd up` for the embedded "
@@ -66,7 +81,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "database_engine_options": {"pool_pre_ping": True, "connect_args": {"connect_timeout": 5}},
         "database_table_names": {"task": "celery_taskmeta", "group": "celery_groupmeta"},
         "result_extended": True,
-        "result_expires": 30 * 86400,
+        # Celery's result rows are pruned (batched) by maintd.prune_history after this long.
+        "result_expires": config.history.results_keep_days * 86400,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -95,11 +111,82 @@ def celery_settings(config: Config) -> dict[str, Any]:
     }
 
 
-def _lazy_settings() -> dict[str, Any]:
-    from workers.settings import get_config
+def declare_queues(config: Config) -> tuple[Queue, ...]:
+    return tuple(Queue(n, _EXCHANGE, routing_key=n) for n in all_queue_names(config))
 
+
+def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
+               task: Any = None, **_: Any) -> dict[str, Any] | None:
+    """Celery router: every maintd task is routed here; unknown targets fail at send."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    target_name = args[0] if args else kwargs.get("target")
+    queue = queue_for(spec, target_name, get_config())
+    return {"queue": queue, "routing_key": queue, "exchange": EXCHANGE}
+
+
+def celery_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
+    out = {}
+    for e in expand(config):
+        minute, hour, dom, month, dow = e.cron.split()
+        out[e.name] = {
+            "task": e.task,
+            "schedule": crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow),
+            "args": (e.target,) if e.target else (),
+            "options": {"expires": e.expires_s, "headers": {ENTRY_HEADER: e.name}},
+        }
+    return out
+
+
+def _lazy_settings() -> dict[str, Any]:
     return celery_settings(get_config())
 
 
-app = Celery("maintd", set_as_current=True)
+ALIVE_EVERY_S = 10
+ALIVE_TTL_S = 30
+
+
+class AliveMark(bootsteps.StartStopStep):
+    """A consumer step: every ``ALIVE_EVERY_S`` the worker's own event loop sets its liveness
+    mark (``maintd:alive:<node>``, expiring after ``ALIVE_TTL_S``), so a node whose loop is
+    stuck stops being "alive" — what `celery inspect ping` proves, without the reply keys."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        self.tref: Any = None
+        self.client: Any = None
+        super().__init__(parent, **kwargs)
+
+    def start(self, parent: Any) -> None:
+        self.client = alive_client(get_config())
+        self.node = parent.hostname
+        self.mark()
+        self.tref = parent.timer.call_repeatedly(ALIVE_EVERY_S, self.mark, priority=10)
+
+    def mark(self) -> None:
+        try:
+            mark_alive(self.client, self.node, ALIVE_TTL_S,
+                       {"pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        except Exception as exc:  # noqa: BLE001 - the next mark retries; the TTL says the rest
+            logger.warning("liveness mark for %s failed: %s", self.node, exc)
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+        if self.client is not None:
+            try:
+                forget_alive(self.client, self.node)
+            except Exception as exc:  # noqa: BLE001 - it expires anyway
+                logger.warning("liveness mark for %s not removed: %s", self.node, exc)
+
+
+# MaintdAMQP: a maintd message shows its target by name (argsrepr), see workers/verdict.py
+app = Celery("maintd", set_as_current=True, amqp="workers.verdict:MaintdAMQP")
 app.add_defaults(_lazy_settings)
+app.steps["consumer"].add(AliveMark)

@@ -1,4 +1,5 @@
-"""Dispatching a task by name from the CLI (or any caller), and waiting for its outcome."""
+"""Dispatching tasks by name from the CLI (or any caller), waiting for an outcome, and the
+health sweep ``maintd up`` sends at start."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
-from workers.catalog import load_catalog
-from workers.errors import MaintdError, UnknownTargetError
-from workers.routing import resolve_target
-from workers.settings import get_config
+from workers.app import app
+from workers.catalog import load_catalog, resolve_target
+from workers.config import Config, get_config
+from workers.errors import MaintdError
+from workers.schedule import expand
+from workers.taskdef import AD_HOC_EXPIRES_S
 
 
-def dispatch(task_name: str, target: str | None, kwargs: dict[str, Any]) -> AsyncResult:
+def dispatch(task_name: str, target: str | None, kwargs: dict[str, Any],
+             expires_s: float = AD_HOC_EXPIRES_S) -> AsyncResult:
+    """Send one ad hoc run; a worker that has not started it within ``expires_s`` drops it
+    (recorded ``skipped``: expired)."""
     specs = load_catalog()
     spec = specs.get(task_name)
     if spec is None:
@@ -24,11 +30,12 @@ def dispatch(task_name: str, target: str | None, kwargs: dict[str, Any]) -> Asyn
     if spec.target_kind is None and target:
         raise MaintdError(f"{task_name} takes no target")
     resolve_target(spec, target, config)  # UnknownTargetError: one clear line before anything is sent
-    from workers.app import app
 
     task = app.tasks[task_name]
     args = (target,) if spec.target_kind else ()
-    return task.apply_async(args, kwargs)
+    if expires_s <= 0:
+        raise MaintdError(f"--expires must be positive (got {expires_s:g})")
+    return task.apply_async(args, kwargs, expires=expires_s)
 
 
 def exit_code_for(outcome: dict[str, Any]) -> int:
@@ -43,6 +50,11 @@ def wait_for(result: AsyncResult, timeout_s: float) -> int:
         print(f"maintd: error: no outcome for {result.id} within {timeout_s:.0f}s (still queued or running; "
               f"see `maintd status`)", file=sys.stderr)
         return 4
+    if result.state == "REVOKED":
+        print(json.dumps({"task_id": result.id, "state": result.state,
+                          "error": "not run: it expired before a worker started it (see --expires), or was revoked"},
+                         indent=2))
+        return 3
     if result.failed():
         print(json.dumps({"task_id": result.id, "state": result.state, "error": str(outcome)}, indent=2))
         return 3
@@ -50,4 +62,16 @@ def wait_for(result: AsyncResult, timeout_s: float) -> int:
     return exit_code_for(outcome)
 
 
-__all__ = ["dispatch", "wait_for", "UnknownTargetError"]
+
+
+def sweep(config: Config, prefix: str = "health.") -> list[str]:
+    """Dispatch every scheduled entry whose task starts with ``prefix`` once, now."""
+    sent = []
+    for e in expand(config):
+        if e.task.startswith(prefix):
+            # the overview folds the checks' outcomes: give them a head start
+            delay = 15 if e.task == "health.overview" else 0
+            app.tasks[e.task].apply_async((e.target,) if e.target else (), expires=e.expires_s + delay,
+                                          countdown=delay or None)
+            sent.append(e.name)
+    return sent

@@ -37,6 +37,12 @@ class UnknownTargetError(PermanentError):
     """A task was dispatched for a target name that is not configured."""
 
 
+class LockLostError(PermanentError):
+    """The run's per-target lock was lost while it worked (a Redis heartbeat could not extend
+    it, or the PostgreSQL session holding the advisory lock ended): the run stops at its next
+    step. Not retried: another run may hold the target now; the next scheduled run comes."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, bounded, for history and alerts."""
     text = str(exc).strip().splitlines()

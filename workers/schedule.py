@@ -1,18 +1,19 @@
-"""Expand the maintenance matrix (``beat_schedule.py``) over configured targets."""
+"""Expand the maintenance matrix (``beat_schedule.py``) over configured targets (pure: the
+Celery beat schedule built from it is in ``workers.app``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
-from celery.schedules import crontab
 from croniter import croniter
 
 import beat_schedule
-from workers.catalog import load_catalog
-from workers.config_model import Config
-from workers.routing import effective_impact, queue_for
+from workers.catalog import effective_impact, load_catalog, resolve_target
+from workers.config import Config
+from workers.routing import queue_for
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,17 @@ class Entry:
 
 
 def interval_s(cron: str, now: datetime | None = None) -> float:
-    it = croniter(cron, now or datetime(2026, 1, 5, tzinfo=timezone.utc))
+    if now is None:
+        return _reference_interval_s(cron)
+    it = croniter(cron, now)
     first = it.get_next(datetime)
     return (it.get_next(datetime) - first).total_seconds()
+
+
+@lru_cache(maxsize=1024)
+def _reference_interval_s(cron: str) -> float:
+    """The interval at a fixed Monday (croniter costs ~1 ms a call: the schedule has many entries)."""
+    return interval_s(cron, datetime(2026, 1, 5, tzinfo=timezone.utc))
 
 
 def expires_for(task: str, cron: str) -> int:
@@ -67,29 +76,58 @@ def expand(config: Config) -> list[Entry]:
     return entries
 
 
-def celery_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
-    out = {}
-    for e in expand(config):
-        minute, hour, dom, month, dow = e.cron.split()
-        out[e.name] = {
-            "task": e.task,
-            "schedule": crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow),
-            "args": (e.target,) if e.target else (),
-            "options": {"expires": e.expires_s},
-        }
-    return out
+@dataclass(frozen=True)
+class Overlap:
+    """Two entries whose runs, at their expected durations, want one target's lock at once."""
+
+    scope: str  # what the lock is on (Target.lock_scope)
+    first: str  # entry that starts first
+    second: str  # entry that starts while the first still runs (it will wait, or be skipped ad hoc)
+    first_at: datetime
+    first_until: datetime
+    second_at: datetime
 
 
-def sweep(config: Config, prefix: str = "health.") -> list[str]:
-    """Dispatch every scheduled entry whose task starts with ``prefix`` once, now."""
-    from workers.app import app
+def expected_duration_s(task: str, target: str | None, seen: Mapping[tuple[str, str | None], float]) -> float:
+    """How long a run of ``task`` on ``target`` takes: as seen in history, else typical."""
+    return seen.get((task, target)) or float(beat_schedule.TYPICAL_S.get(task, beat_schedule.TYPICAL_DEFAULT_S))
 
-    sent = []
-    for e in expand(config):
-        if e.task.startswith(prefix):
-            # the overview folds the checks' outcomes: give them a head start
-            delay = 15 if e.task == "health.overview" else 0
-            app.tasks[e.task].apply_async((e.target,) if e.target else (), expires=e.expires_s + delay,
-                                          countdown=delay or None)
-            sent.append(e.name)
-    return sent
+
+def overlaps(config: Config, entries: list[Entry], seen: Mapping[tuple[str, str | None], float] | None = None,
+             start: datetime | None = None, days: int = 7) -> list[Overlap]:
+    """Entries taking the same target's lock whose runs overlap within ``days`` from ``start``
+    (default: next Monday 00:00 UTC), at the durations ``seen`` in history or typical ones.
+    An entry that runs longer than its own interval overlaps itself. Pure."""
+    specs = load_catalog()
+    seen = seen or {}
+    if start is None:
+        today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today + timedelta(days=(7 - today.weekday()) % 7 or 7)
+    end = start + timedelta(days=days)
+    groups: dict[str, list[tuple[datetime, datetime, Entry]]] = {}
+    for e in entries:
+        spec = specs.get(e.task)
+        if spec is None or not spec.locks or e.target is None:
+            continue
+        target = resolve_target(spec, e.target, config)
+        if target is None:
+            continue
+        length = timedelta(seconds=expected_duration_s(e.task, e.target, seen))
+        it = croniter(e.cron, start - timedelta(seconds=1))
+        for _ in range(days * 24 * 60):
+            at = it.get_next(datetime)
+            if at >= end:
+                break
+            groups.setdefault(target.lock_scope, []).append((at, at + length, e))
+    found: dict[tuple[str, str, str], Overlap] = {}
+    for scope, runs in groups.items():
+        runs.sort(key=lambda r: (r[0], r[2].name))
+        active: list[tuple[datetime, datetime, Entry]] = []
+        for at, until, e in runs:
+            active = [a for a in active if a[1] > at]
+            for a_at, a_until, a in active:
+                key = (scope, a.name, e.name)
+                if key not in found:
+                    found[key] = Overlap(scope, a.name, e.name, a_at, a_until, at)
+            active.append((at, until, e))
+    return sorted(found.values(), key=lambda o: (o.scope, o.second_at, o.first))

@@ -1,9 +1,10 @@
 """``maintenance_task``: the one decorator that declares a task's policy and runs its gates.
 
-A run goes: history row ``running`` → resolve the target (name → typed config) →
-window gate (``deferred``) → lock gate (``skipped``) → the Celery-free body →
-history row finished → alert evaluation. Exceptions are classified: transient ones
-are retried with backoff, permanent ones fail now, skipped ones are an outcome.
+A run goes: run row ``running`` → the gates (``workers.gates.pipeline``: target, window,
+lock, the Celery-free body, deferral) → run row finished → alert evaluation. Exceptions
+are classified: transient ones are retried with backoff, permanent ones fail now,
+skipped ones are an outcome. This module is the Celery side of a run; the policy
+itself is a ``TaskSpec`` (``workers.catalog``).
 """
 
 from __future__ import annotations
@@ -13,41 +14,39 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_init
+from celery.signals import task_failure, task_revoked, worker_init
 
 from workers import alerts
-from workers.app import app
-from workers.catalog import TaskSpec, register
-from workers.config_model import Config
-from workers.errors import MaintdError, PermanentError, SkippedError, TransientError, first_line
-from workers.history import history
-from workers.locks import holder_label, target_lock
-from workers.outcome import Outcome, Result, RunContext
-from workers.routing import effective_impact, resolve_target
-from workers.secrets import mask_secrets
-from workers.settings import get_config
-from workers.windows import inside_any, next_opening
+from workers.alerts.runs import report_lost, watch_streak
+from workers.app import ENTRY_HEADER, ORIGIN_HEADER, app
+from workers.catalog import SPECS, TaskSpec, effective_impact, is_repeatable, register
+from workers.config import get_config, this_host
+from workers.config.secrets import mask_secrets
+from workers.errors import MaintdError, PermanentError, TransientError, first_line
+from workers.gates.pipeline import run_gated
+from workers.records import Records, records
+from workers.records.outcome import Outcome, Result, RunContext
+from workers.verdict import VerdictRequest
 
 logger = logging.getLogger(__name__)
-_OPTIONS = {"impact", "target", "locks", "windowed", "soft_time_limit", "time_limit", "max_retries",
-            "ad_hoc_only", "internal"}
+CAPTURE_TASK = "incident.capture"
 
 
-def this_host(config: Config) -> str:
-    return os.environ.get("MAINTD_HOST") or config.maintd.host
+def dispatch_capture(incident_id: int) -> None:
+    """An opted-in check turned critical and incident ``incident_id`` was opened: snapshot it
+    in its own task (``incident.capture``), outside the check's time budget."""
+    app.send_task(CAPTURE_TASK, kwargs={"incident": incident_id})
 
-
-def scrub(text: str, config: Config) -> str:
-    """Remove every configured secret from ``text`` (see ``workers.secrets.mask_secrets``)."""
-    return mask_secrets(text, config)
+# An ad hoc dispatch (`maintd run`, dispatch(), `.delay()` in a shell) not started within this
+# long is dropped by the worker (recorded `skipped`, "expired"): a command typed at 10:00 does
+# not start at 16:30 after a backlog. `maintd run --expires` changes it; beat entries carry their own.
+AD_HOC_EXPIRES_S = 3600
 
 
 def _retry_countdown(retries: int) -> int:
@@ -59,6 +58,7 @@ class MaintenanceTask(Task):
 
     spec: TaskSpec
     body: Callable[..., Result]
+    Request = VerdictRequest  # Flower sees the verdict (workers/verdict.py)
 
     def _get_exec_options(self) -> dict[str, Any]:
         """Celery's per-task message options, with ``[tasks."name"]`` limits applied: used by
@@ -74,29 +74,96 @@ class MaintenanceTask(Task):
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:  # type: ignore[override]
         if not options.get("retries"):
             _check_arguments(self, tuple(args or ()), dict(kwargs or {}))
+            if options.get("expires") is None:  # ad hoc: beat entries and releases carry their own
+                options["expires"] = AD_HOC_EXPIRES_S + float(options.get("countdown") or 0)
         return super().apply_async(args, kwargs, **options)
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """Close the history row of a run that could not close it itself.
+        """Close the history row of a run killed at its hard time limit.
 
-        Celery calls this in the worker's *main* process when the hard time limit killed
-        the pool process (and when a lost run is not retried); the run's own code never
-        got to write its end, so its row would stay ``running`` forever.
+        Celery calls this in the worker's *main* process when the hard time limit killed the
+        pool process; the run's own code never got to write its end, so its row would stay
+        ``running`` forever. (A lost pool process is handled by ``_lost_worker``.)
         """
-        if not isinstance(exc, TimeLimitExceeded | WorkerLostError):
+        if not isinstance(exc, TimeLimitExceeded):
             return  # the run recorded its own failure
         config = get_config()
-        if isinstance(exc, TimeLimitExceeded):
-            message = f"hard time limit ({exc.args[0] if exc.args else '?'}s) exceeded: the process was killed"
-        else:
-            message = "worker process lost (killed or crashed) and the run was not retried"
+        message = f"hard time limit ({exc.args[0] if exc.args else '?'}s) exceeded: the process was killed"
         try:
-            closed = history().fail_running(task_id, message)
+            closed = records(config).runs.fail_running(task_id, message)
         except Exception:  # noqa: BLE001 - never let bookkeeping take the worker down
             logger.exception("could not record the end of %s[%s]", self.name, task_id)
             return
         for target in closed:
-            alerts.observe_safely(config, self.name, target, "failed", message, this_host(config))
+            alerts.observe_safely(config, self.name, target, "failed", message, this_host(config),
+                                  on_incident=dispatch_capture)
+
+
+@task_failure.connect
+def _lost_worker(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                 **_: Any) -> None:
+    """In the worker's main process: the pool process running ``task_id`` died (killed, OOM) and
+    Celery does not run it again (a non-repeatable task, or retries spent). Its row is closed
+    ``lost`` and an alert says nothing will run it again."""
+    name = getattr(sender, "name", None)
+    if not isinstance(exception, WorkerLostError) or task_id is None or name not in SPECS:
+        return
+    config = get_config()
+    why = "worker process lost (killed or crashed) mid-run"
+    try:
+        targets = records(config).runs.fail_running(task_id, why, status="lost")
+    except Exception:  # noqa: BLE001 - never let bookkeeping take the worker down
+        logger.exception("could not record the loss of %s[%s]", name, task_id)
+        return
+    report_lost(config, [{"task": name, "target": t, "task_id": task_id} for t in targets], why,
+                this_host(config), always=True)
+
+
+@task_revoked.connect
+def _expired(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """In the worker's main process: a message that expired before it started is dropped by
+    Celery; record it (``skipped``) so history and the skip streak see the run that never was."""
+    spec = SPECS.get(getattr(sender, "name", "") or "")
+    if not expired or spec is None or request is None:
+        return
+    config = get_config()
+    args = list(getattr(request, "args", None) or [])
+    target = args[0] if spec.target_kind and args else None
+    entry, origin = scheduling(request)
+    now = datetime.now(timezone.utc)
+    summary = (f"expired before it started (not run): {'scheduled by ' + entry if entry else 'ad hoc'},"
+               f" expiry {getattr(request, 'expires', None) or '?'}")
+    try:
+        book = records(config)
+        book.runs.record(task_id=request.id or "?", task=spec.name, target=target, status="skipped", summary=summary,
+                         impact=effective_impact(spec, config), host=this_host(config),
+                         worker=f"{getattr(request, 'hostname', None) or socket.gethostname()}/{os.getpid()}",
+                         attempt=(getattr(request, "retries", 0) or 0) + 1, dry_run=False, started_at=now,
+                         finished_at=now, entry=entry, origin=origin)
+        if entry:
+            watch_streak(config, book, spec.name, target, "skipped", this_host(config))
+    except Exception:  # noqa: BLE001 - never let bookkeeping take the worker down
+        logger.exception("could not record the expiry of %s[%s]", spec.name, getattr(request, "id", "?"))
+
+
+def scheduling(request: Any) -> tuple[str | None, str | None]:
+    """(beat entry, origin) from a message's maintd headers; (None, None) for an ad hoc dispatch."""
+    headers = getattr(request, "headers", None) or {}
+    entry = headers.get(ENTRY_HEADER) or getattr(request, ENTRY_HEADER, None)
+    origin = headers.get(ORIGIN_HEADER) or getattr(request, ORIGIN_HEADER, None)
+    return (str(entry) if entry else None), (str(origin) if origin else None)
+
+
+def expires_at(request: Any) -> datetime | None:
+    """When a message expires (Celery carries it as an ISO timestamp), or None."""
+    value = getattr(request, "expires", None)
+    if not value:
+        return None
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @worker_init.connect
@@ -112,6 +179,15 @@ def _apply_overrides(**_: Any) -> None:
             value = getattr(override, attr)
             if value is not None:
                 setattr(type(task), attr, value)
+        if override.repeatable is False:
+            _not_repeatable(type(task))
+
+
+def _not_repeatable(cls: type) -> None:
+    """Acknowledge the message when the run starts; never requeue or retry a lost run."""
+    cls.acks_late = False  # type: ignore[attr-defined]
+    cls.reject_on_worker_lost = False  # type: ignore[attr-defined]
+    cls.retry_on_worker_lost = False  # type: ignore[attr-defined]
 
 
 def _check_arguments(task: MaintenanceTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -131,21 +207,9 @@ def _check_arguments(task: MaintenanceTask, args: tuple[Any, ...], kwargs: dict[
 
 
 def maintenance_task(name: str, **options: Any) -> Callable[[Callable[..., Result]], MaintenanceTask]:
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise TypeError(f"maintenance_task({name!r}): unknown options {sorted(unknown)}")
-    impact = options["impact"]
-    spec = TaskSpec(
-        name=name, impact=impact, target_kind=options.get("target"),
-        summary="",
-        locks=options.get("locks", impact != "none"),
-        windowed=options.get("windowed", impact == "high"),
-        soft_time_limit=options.get("soft_time_limit", 300),
-        time_limit=options.get("time_limit", 360),
-        max_retries=options.get("max_retries", 3),
-        ad_hoc_only=options.get("ad_hoc_only", False),
-        internal=options.get("internal", False),
-    )
+    """Declare a task: its policy (``TaskSpec.declare`` rejects unknown options) and its
+    Celery registration on the project app."""
+    spec = TaskSpec.declare(name, **options)
 
     def wrap(body: Callable[..., Result]) -> MaintenanceTask:
         doc = (inspect.getdoc(body) or "").split("\n")[0]
@@ -160,9 +224,13 @@ def maintenance_task(name: str, **options: Any) -> Callable[[Callable[..., Resul
         run.__doc__ = body.__doc__
         # spec/body become class attributes: setting them on the proxy would evaluate it
         # (and load the config) at import time.
+        # A repeatable task's message is acknowledged when the run ends (lost with its worker, it
+        # runs again); a non-repeatable one's when the run starts (lost, it is recorded and alerted).
+        repeatable = final.repeatable
         task: MaintenanceTask = app.task(name=name, bind=True, base=MaintenanceTask, shared=False,
                                          soft_time_limit=final.soft_time_limit, time_limit=final.time_limit,
-                                         max_retries=final.max_retries, acks_late=True,
+                                         max_retries=final.max_retries, acks_late=repeatable,
+                                         reject_on_worker_lost=repeatable, retry_on_worker_lost=repeatable,
                                          # a run lost with its worker is retried this soon
                                          default_retry_delay=5,
                                          spec=final, body=staticmethod(body))(run)
@@ -176,6 +244,7 @@ def execute(task: MaintenanceTask, spec: TaskSpec, body: Callable[..., Result], 
     config = get_config()
     started = datetime.now(timezone.utc)
     request = task.request
+    entry, origin = scheduling(request)
     run = RunContext(
         task=spec.name, task_id=request.id or "local", target=target_name,
         impact=effective_impact(spec, config), host=this_host(config),
@@ -183,76 +252,94 @@ def execute(task: MaintenanceTask, spec: TaskSpec, body: Callable[..., Result], 
         attempt=(request.retries or 0) + 1, dry_run=bool(dry_run), config=config,
         started_at=started, soft_deadline_s=float(request.timelimit[1] if request.timelimit and request.timelimit[1]
                                                   else spec.soft_time_limit),
+        entry=entry, origin=origin, expires_at=expires_at(request),
     )
-    store = history()
-    run_id = store.start_run(task_id=run.task_id, task=run.task, target=target_name, impact=run.impact,
-                             host=run.host, worker=run.worker, attempt=run.attempt, dry_run=run.dry_run,
-                             started_at=started)
+    book = records(config)
+    if not is_repeatable(spec, config) and request.id:
+        refused = _refusal(run, book)
+        if refused is not None:
+            return refused
+    run_id = None if spec.quiet else book.runs.start(
+        task_id=run.task_id, task=run.task, target=target_name, impact=run.impact, host=run.host, worker=run.worker,
+        attempt=run.attempt, dry_run=run.dry_run, started_at=started, entry=entry, origin=origin)
     try:
-        result = _gated(run, spec, body, kwargs, config)
+        result = run_gated(run, spec, body, kwargs, book)
     except Retry:
         raise
     except (TransientError, SoftTimeLimitExceeded, PermanentError, Exception) as exc:
-        _fail(task, spec, run, run_id, exc, config)
+        _fail(task, spec, run, run_id, exc, book)
         raise AssertionError("unreachable") from exc  # _fail always raises
     finished = datetime.now(timezone.utc)
     outcome = Outcome.of(run, result, finished)
-    store.finish_run(run_id, status=outcome.status, summary=outcome.summary, metrics=outcome.metrics,
-                     actions=outcome.actions, error=None, finished_at=finished,
-                     duration_s=outcome.duration_s)
-    alerts.observe_safely(config, outcome.task, outcome.target, outcome.status, outcome.summary, outcome.host)
+    if run_id is not None:
+        book.runs.finish(run_id, status=outcome.status, summary=outcome.summary, metrics=outcome.metrics,
+                         actions=outcome.actions, error=None, finished_at=finished, duration_s=outcome.duration_s)
+    elif outcome.actions or outcome.status != "ok":
+        _record_whole(book, run, outcome.status, outcome.summary, finished, metrics=outcome.metrics,
+                      actions=outcome.actions)
+    else:
+        return outcome.as_dict()  # a quiet task's idle run: no row, no alert
+    if spec.alert_outcome:
+        alerts.observe_safely(config, outcome.task, outcome.target, outcome.status, outcome.summary, outcome.host,
+                              on_incident=dispatch_capture)
+    if run.scheduled:
+        watch_streak(config, book, run.task, run.target, outcome.status, run.host)
     logger.info("%s[%s] %s: %s", spec.name, target_name, outcome.status, outcome.summary)
     return outcome.as_dict()
 
 
-def _gated(run: RunContext, spec: TaskSpec, body: Callable[..., Result], kwargs: dict[str, Any],
-           config: Config) -> Result:
-    try:
-        target = resolve_target(spec, run.target, config)
-        if target is None:
-            return body(run, **kwargs)
-        closed = spec.windowed and not inside_any(target.windows, run.started_at)
-        opens = next_opening(target.windows, run.started_at) if closed else None
-        if closed and not run.dry_run:
-            from workers.deferral import defer
-
-            assert opens is not None
-            reason = f"outside maintenance window ({'; '.join(target.window)}); released at {opens:%Y-%m-%d %H:%M}Z"
-            defer(spec.name, target.name, {"dry_run": run.dry_run, **kwargs}, opens, reason)
-            return Result("deferred", reason, {"not_before": opens.isoformat()})
-        with ExitStack() as stack:
-            if spec.locks and not run.dry_run:
-                stack.enter_context(target_lock(config, target, holder_label(spec.name, run.host, run.task_id)))
-            result = body(run, target, **kwargs)
-        if opens is not None:  # a plan is useful at any time; say when it could really run
-            note = f" (window closed: a real run would be deferred to {opens:%Y-%m-%d %H:%M}Z)"
-            result = replace(result, summary=result.summary + note,
-                             metrics={**result.metrics, "window_open": False, "window_opens": opens.isoformat()})
-        return result
-    except SkippedError as exc:
-        return Result("skipped", str(exc))
+def _record_whole(book: Records, run: RunContext, status: str, summary: str, finished: datetime,
+                  **extra: Any) -> None:
+    book.runs.record(task_id=run.task_id, task=run.task, target=run.target, status=status, summary=summary,
+                     impact=run.impact, host=run.host, worker=run.worker, attempt=run.attempt, dry_run=run.dry_run,
+                     started_at=run.started_at, finished_at=finished, entry=run.entry, origin=run.origin, **extra)
 
 
-def _fail(task: MaintenanceTask, spec: TaskSpec, run: RunContext, run_id: int, exc: BaseException,
-          config: Config) -> None:
+def _refusal(run: RunContext, book: Records) -> dict[str, Any] | None:
+    """A non-repeatable task delivered again under a task id that already ran (a redelivery of a
+    message whose run was lost, a duplicate publish): refused, recorded ``skipped``, the earlier
+    run closed ``lost`` and alerted. A retry of a transient failure (earlier rows ``retrying``)
+    goes ahead."""
+    earlier = book.runs.find(task_id=run.task_id, limit=20)
+    if not earlier or (all(r["status"] == "retrying" for r in earlier) and len(earlier) < run.attempt):
+        return None
+    last = earlier[0]
+    summary = (f"refused: {run.task} run {run.task_id[:8]} was delivered before (attempt {last['attempt']}"
+               f" {last['status']}, started {last['started_at']:%Y-%m-%d %H:%M}Z on {last['worker']}); {run.task}"
+               " is not repeatable: it runs again only when a person dispatches it anew")
+    why = "delivered again after its run was lost"
+    lost = book.runs.fail_running(run.task_id, f"worker lost before the run finished; {why}", status="lost")
+    report_lost(run.config, [{"task": run.task, "target": t, "task_id": run.task_id} for t in lost], why, run.host)
+    finished = datetime.now(timezone.utc)
+    _record_whole(book, run, "skipped", summary, finished)
+    logger.warning("%s[%s] %s", run.task, run.target, summary)
+    return Outcome.of(run, Result("skipped", summary, {"refused": True}), finished).as_dict()
+
+
+def _fail(task: MaintenanceTask, spec: TaskSpec, run: RunContext, run_id: int | None, exc: BaseException,
+          book: Records) -> None:
+    config = run.config
     finished = datetime.now(timezone.utc)
     duration = round((finished - run.started_at).total_seconds(), 3)
     if isinstance(exc, SoftTimeLimitExceeded):
         message = f"soft time limit exceeded after {duration:.0f}s"
     elif isinstance(exc, MaintdError):
-        message = scrub(first_line(exc), config)
+        message = mask_secrets(first_line(exc), config)
     else:
         logger.exception("%s[%s] crashed", spec.name, run.target)
-        message = scrub(f"{type(exc).__name__}: {first_line(exc)}", config)
+        message = mask_secrets(f"{type(exc).__name__}: {first_line(exc)}", config)
     max_retries = task.max_retries if task.max_retries is not None else spec.max_retries
     retrying = isinstance(exc, TransientError) and task.request.retries < max_retries
-    store = history()
-    store.finish_run(run_id, status="retrying" if retrying else "failed", summary=message, metrics={},
-                     actions=[], error=message, finished_at=finished, duration_s=duration)
+    status = "retrying" if retrying else "failed"
+    if run_id is None:
+        _record_whole(book, run, status, message, finished, error=message)
+    else:
+        book.runs.finish(run_id, status=status, summary=message, metrics={}, actions=[], error=message,
+                         finished_at=finished, duration_s=duration)
     if retrying:
         logger.warning("%s[%s] transient failure, retrying: %s", spec.name, run.target, message)
         raise task.retry(exc=TransientError(message), countdown=_retry_countdown(task.request.retries))
-    alerts.observe_safely(config, spec.name, run.target, "failed", message, run.host)
+    alerts.observe_safely(config, spec.name, run.target, "failed", message, run.host, on_incident=dispatch_capture)
     if isinstance(exc, MaintdError) and not isinstance(exc, TransientError | PermanentError):
         raise PermanentError(message) from None
     if isinstance(exc, TransientError):

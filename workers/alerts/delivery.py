@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from workers.alerts import email, log, slack, webhook
 from workers.alerts.model import Alert
-from workers.alerts.redact import scrub
-from workers.config_model import AlertChannel, Config
+from workers.alerts.redact import secrets_of
+from workers.config import AlertChannel, Config
+from workers.config.secrets import mask_secrets
 from workers.errors import first_line
-from workers.history import HistoryStore
+from workers.records import Records
+from workers.records.alerts import DeliveryRow
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +34,6 @@ SENDERS: dict[str, Callable[[AlertChannel, Alert, float], None]] = {
 }
 _JOIN_GRACE_S = 2.0  # a sender's socket timeout is capped at the deadline; allow it to report
 
-
-try:  # the signal Celery raises in the task's main thread at its soft time limit
-    from billiard.exceptions import SoftTimeLimitExceeded
-except ImportError:  # pragma: no cover - billiard ships with celery
-    class SoftTimeLimitExceeded(Exception):  # type: ignore[no-redef]
-        pass
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ def send_with_retries(channel: AlertChannel, name: str, alert: Alert, attempts: 
             SENDERS[channel.kind](channel, alert, min(channel.timeout_s, remaining))
             return Delivery(name, channel.kind, True, attempt, None)
         except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, then retried
-            error = scrub(first_line(exc), channel)
+            error = mask_secrets(first_line(exc), *secrets_of(channel))
             logger.warning("alert %s for %s to channel %s (%s) failed, attempt %d/%d: %s", alert.kind,
                            alert.subject, name, channel.kind, attempt, attempts, error)
         if attempt < attempts:
@@ -101,7 +97,8 @@ def deliver(config: Config, alert: Alert, indexes: list[int]) -> list[Delivery]:
                                               cfg.backoff_s, deadline)
         except BaseException as exc:  # noqa: BLE001 - a bug here must still leave a record
             results[slot] = Delivery(names[i], config.alerts[i].kind, False, 0,
-                                     scrub(f"{type(exc).__name__}: {first_line(exc)}", config.alerts[i]))
+                                     mask_secrets(f"{type(exc).__name__}: {first_line(exc)}",
+                                                  *secrets_of(config.alerts[i])))
 
     threads = [threading.Thread(target=run, args=(slot, i), name=f"alert-{names[i]}", daemon=True)
                for slot, i in enumerate(indexes)]
@@ -111,28 +108,19 @@ def deliver(config: Config, alert: Alert, indexes: list[int]) -> list[Delivery]:
         for t in threads:
             t.join(max(0.0, deadline + _JOIN_GRACE_S - time.monotonic()))
         reason = f"gave up: no answer within the delivery deadline of {cfg.delivery_deadline_s:g}s"
-    except SoftTimeLimitExceeded:
+    except Exception:  # noqa: BLE001 - raised into this thread while it waits: Celery's soft time limit
         # The run is finished and recorded; stop waiting so the task can still return its Outcome.
         reason = "interrupted: the task reached its soft time limit"
     return [r if r is not None else Delivery(names[i], config.alerts[i].kind, False, 1, reason)
             for r, i in zip(results, indexes, strict=True)]
 
 
-def record(store: HistoryStore, alert: Alert, deliveries: list[Delivery]) -> bool:
-    """Insert one ``maintd_alert_deliveries`` row per delivery. False (logged) if that fails."""
-    if not deliveries:
-        return True
-
-    def insert(cur) -> None:  # type: ignore[no-untyped-def]
-        for d in deliveries:
-            cur.execute(
-                "INSERT INTO maintd_alert_deliveries (task, target, channel, kind, severity, reason, delivered,"
-                " attempts, error) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (alert.task, alert.target, d.channel, d.kind, alert.severity, alert.kind, d.delivered,
-                 d.attempts, d.error))
-
+def record(book: Records, alert: Alert, deliveries: list[Delivery]) -> bool:
+    """One ``maintd_alert_deliveries`` row per delivery. False (logged) if that fails."""
     try:
-        store.execute(insert)
+        book.alerts.record_deliveries(alert.task, alert.target, alert.severity, alert.kind,
+                                      [DeliveryRow(d.channel, d.kind, d.delivered, d.attempts, d.error)
+                                       for d in deliveries])
         return True
     except Exception as exc:  # noqa: BLE001 - recording is best effort; the log keeps the outcome
         logger.warning("could not record %d alert deliveries for %s: %s", len(deliveries), alert.subject,

@@ -14,7 +14,7 @@ from email.utils import format_datetime, formatdate, make_msgid
 
 from workers.alerts.model import Alert, DeliveryError
 from workers.alerts.tls import context
-from workers.config_model import AlertChannel
+from workers.config import AlertChannel
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def message(channel: AlertChannel, alert: Alert) -> EmailMessage:
         f"Status:   {alert.status}\n"
         f"Host:     {alert.host}\n"
         f"At:       {alert.at}\n"
-        f"\n{alert.summary}\n"
+        + (f"Incident: {alert.incident} (snapshot: maintd incidents show {alert.incident})\n" if alert.incident else "")
+        + f"\n{alert.summary}\n"
     )
     return msg
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from workers.alerts.model import Alert
-from workers.config_model import AlertChannel
+from workers.config import AlertChannel
 
 logger = logging.getLogger("maintd.alerts")
 

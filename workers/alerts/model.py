@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from workers.errors import MaintdError
-from workers.outcome import SEVERITY_RANK
+from workers.records.outcome import SEVERITY_RANK
 
 __all__ = ["SEVERITY_RANK", "Alert", "DeliveryError", "KINDS"]
 
@@ -28,12 +28,17 @@ class Alert:
     summary: str
     host: str
     at: str  # ISO 8601, UTC
+    incident: int | None = None  # the incident opened for this change to critical (incident.capture)
 
     @property
     def title(self) -> str:
         label = {"problem": self.severity.upper(), "recovery": "RECOVERED",
                  "reminder": f"STILL {self.severity.upper()}", "test": "TEST"}[self.kind]
-        return f"[maintd] {label}: {self.subject}"
+        return f"[maintd] {label}: {self.subject}{self.incident_note}"
+
+    @property
+    def incident_note(self) -> str:
+        return f" (incident {self.incident}: maintd incidents show {self.incident})" if self.incident else ""
 
     @property
     def subject(self) -> str:

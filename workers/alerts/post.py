@@ -16,7 +16,7 @@ from typing import Any
 from workers.alerts.model import DeliveryError
 from workers.alerts.redact import endpoint
 from workers.alerts.tls import context
-from workers.secrets import SecretUrl
+from workers.config.secrets import SecretUrl
 
 _SNIPPET = 200
 

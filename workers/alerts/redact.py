@@ -3,15 +3,15 @@
 A Slack incoming-webhook URL *is* its token (the path), a generic webhook often
 carries one in its path or query, an SMTP password and an HMAC key are secrets:
 messages name an endpoint as ``scheme://host:port/…`` and every message a channel
-produces is scrubbed of every secret value it knows.
+produces passes through ``mask_secrets(text, *secrets_of(channel))``.
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from workers.config_model import AlertChannel, WebhookUrl
-from workers.secrets import MASK, SecretUrl
+from workers.config import AlertChannel, WebhookUrl
+from workers.config.secrets import SecretUrl
 
 _MIN_SECRET = 4  # shorter fragments would mangle messages without protecting anything
 
@@ -42,9 +42,3 @@ def secrets_of(channel: AlertChannel) -> list[str]:
             found.append(secret.reveal())
     unique = {s for s in found if len(s) >= _MIN_SECRET and s.strip("/")}
     return sorted(unique, key=len, reverse=True)
-
-
-def scrub(text: str, channel: AlertChannel) -> str:
-    for value in secrets_of(channel):
-        text = text.replace(value, MASK)
-    return text

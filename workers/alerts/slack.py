@@ -9,7 +9,7 @@ import json
 
 from workers.alerts.model import Alert
 from workers.alerts.post import post
-from workers.config_model import AlertChannel
+from workers.config import AlertChannel
 
 EMOJI = {"ok": ":white_check_mark:", "warning": ":warning:", "critical": ":rotating_light:"}
 

@@ -11,13 +11,19 @@ waiting for a reminder.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import psycopg2.extensions
+
+from workers.alerts import incidents
 from workers.alerts.delivery import Delivery, channel_names, deliver, record
 from workers.alerts.model import SEVERITY_RANK, Alert
-from workers.config_model import Config
-from workers.errors import ConfigError, first_line
-from workers.history import HistoryStore, store_for
+from workers.config import Config
+from workers.errors import first_line
+from workers.records import Records, records
+from workers.records import alerts as state
+from workers.records.incidents import open_incident
 
 logger = logging.getLogger(__name__)
 
@@ -50,62 +56,77 @@ def severity_of(status: str) -> str | None:
     return status if status in SEVERITY_RANK else None
 
 
-def results_store(config: Config) -> HistoryStore:
-    if config.results.url is None:
-        raise ConfigError("no [results] url configured: alert state lives in the results database")
-    return store_for(config.results.url)
-
-
 def observe(config: Config, task: str, target: str | None, status: str, summary: str, host: str,
-            store: HistoryStore | None = None) -> Alert | None:
-    """Record an outcome's status; send and return the alert it deserves, if any."""
+            book: Records | None = None, on_incident: Callable[[int], None] | None = None) -> Alert | None:
+    """Record an outcome's status; send and return the alert it deserves, if any.
+
+    When an opted-in check changes to critical (``workers.alerts.incidents``), an incident is
+    opened in the same transaction, ``on_incident(id)`` is called (it dispatches the capture)
+    and then the alert, carrying the id, is delivered: the page is never delayed by the
+    snapshot, and never sent without the id it points to."""
     severity = severity_of(status)
-    if severity is None or not config.alerts:
+    wants_incident = severity == "critical" and incidents.wanted(config, task, target)
+    if severity is None or not (config.alerts or wants_incident):
         return None  # skipped/deferred say nothing about health; no channels, nothing to track
-    store = store or results_store(config)
+    book = book or records(config)
     key = target or ""
     now = datetime.now(UTC)
     remind = timedelta(hours=config.alerting.remind_every_hours)
     names = channel_names(config)
 
-    def transition(cur) -> tuple[Alert, list[int], Previous | None] | None:  # type: ignore[no-untyped-def]
-        cur.execute(
-            "SELECT status, notified_status, notified_at FROM maintd_alert_state"
-            " WHERE task = %s AND target = %s FOR UPDATE", (task, key))
-        row = cur.fetchone()
-        previous: Previous | None = (row[0], row[1], row[2]) if row else None
+    def transition(cur: psycopg2.extensions.cursor) -> tuple[Alert, list[int], Previous | None] | None:
+        row = state.lock_state(cur, task, key)
+        previous: Previous | None = tuple(row) if row else None  # type: ignore[assignment]
         kind = decide(previous, severity, now, remind)
         if previous is None:
-            cur.execute(
-                "INSERT INTO maintd_alert_state (task, target, status, since) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (task, target) DO NOTHING RETURNING 1", (task, key, severity, now))
-            if cur.fetchone() is None:  # another worker inserted first: it owns this change
-                return None
+            if not state.insert_state(cur, task, key, severity, now):
+                return None  # another worker inserted first: it owns this change
         elif previous[0] != severity:
-            cur.execute("UPDATE maintd_alert_state SET status = %s, since = %s WHERE task = %s AND target = %s",
-                        (severity, now, task, key))
+            state.set_status(cur, task, key, severity, now)
         if kind is None:
             return None
-        cur.execute("UPDATE maintd_alert_state SET notified_status = %s, notified_at = %s"
-                    " WHERE task = %s AND target = %s", (severity, now, task, key))
+        state.set_notified(cur, task, key, severity, now)
+        incident = (open_incident(cur, task=task, target=target, status=status, summary=summary, host=host, at=now)
+                    if wants_incident and kind == "problem" else None)
         alert = Alert(task=task, target=key, severity=severity, previous=previous[1] if previous else None,
                       kind=kind, status=status, summary=summary, host=host,
-                      at=now.isoformat(timespec="seconds"))
+                      at=now.isoformat(timespec="seconds"), incident=incident)
         indexes = _recovery_channels(cur, config, names, alert) if kind == "recovery" else channels_for(config, alert)
         return alert, indexes, previous
 
-    decided = store.execute(transition)
+    decided = book.execute(transition)
     if decided is None:
         return None
     alert, indexes, previous = decided
+    if alert.incident is not None:
+        _start_capture(book, alert, on_incident)
     logger.info("alert %s for %s[%s]: %s -> channels %s", alert.kind, task, key, severity,
                 ", ".join(names[i] for i in indexes) or "none")
     deliveries = deliver(config, alert, indexes)
-    record(store, alert, deliveries)
+    record(book, alert, deliveries)
     _report_failures(alert, deliveries)
     if deliveries and not any(d.delivered for d in deliveries):
-        _roll_back_notification(store, alert, now, previous)
+        _roll_back_notification(book, alert, now, previous)
     return alert
+
+
+def _start_capture(book: Records, alert: Alert, on_incident: Callable[[int], None] | None) -> None:
+    """Dispatch the snapshot of the incident just opened; if that cannot happen, the incident
+    says so (state ``failed``) and the alert still goes out with its id."""
+    assert alert.incident is not None
+    logger.warning("incident %d opened: %s turned critical", alert.incident, alert.subject)
+    error = "no capture dispatcher in this process (observed outside a worker)" if on_incident is None else None
+    if on_incident is not None:
+        try:
+            on_incident(alert.incident)
+        except Exception as exc:  # noqa: BLE001 - the alert must still go out
+            error = f"could not dispatch incident.capture: {type(exc).__name__}: {first_line(exc)}"
+    if error is not None:
+        logger.error("incident %d: %s", alert.incident, error)
+        try:
+            book.incidents.fail(alert.incident, error)
+        except Exception as exc:  # noqa: BLE001 - best effort; the row stays 'pending'
+            logger.warning("could not record the failure of incident %d: %s", alert.incident, first_line(exc))
 
 
 def channels_for(config: Config, alert: Alert) -> list[int]:
@@ -117,16 +138,11 @@ def channels_for(config: Config, alert: Alert) -> list[int]:
     return [i for i, ch in enumerate(config.alerts) if rank >= SEVERITY_RANK[ch.min_severity]]
 
 
-def _recovery_channels(cur, config: Config, names: list[str], alert: Alert) -> list[int]:  # type: ignore[no-untyped-def]
+def _recovery_channels(cur: psycopg2.extensions.cursor, config: Config, names: list[str], alert: Alert) -> list[int]:
     """A recovery goes to the channels that were sent a problem or reminder since the last
     recovery (so a critical-only channel hears the end of a critical that eased to warning
     first), and to those the last notified severity reaches (in case recording failed)."""
-    cur.execute(
-        "SELECT DISTINCT channel FROM maintd_alert_deliveries WHERE task = %s AND target = %s"
-        " AND reason IN ('problem', 'reminder') AND id > COALESCE((SELECT max(id) FROM maintd_alert_deliveries"
-        " WHERE task = %s AND target = %s AND reason = 'recovery'), 0)",
-        (alert.task, alert.target, alert.task, alert.target))
-    sent = {r[0] for r in cur.fetchall()}
+    sent = state.channels_alerted_since_recovery(cur, alert.task, alert.target)
     level = SEVERITY_RANK.get(alert.previous or "ok", 0)
     return [i for i, ch in enumerate(config.alerts)
             if names[i] in sent or (level > 0 and level >= SEVERITY_RANK[ch.min_severity])]
@@ -139,16 +155,14 @@ def _report_failures(alert: Alert, deliveries: list[Delivery]) -> None:
                          alert.kind, alert.subject, d.channel, d.kind, d.attempts, d.error)
 
 
-def _roll_back_notification(store: HistoryStore, alert: Alert, notified_at: datetime,
+def _roll_back_notification(book: Records, alert: Alert, notified_at: datetime,
                             previous: Previous | None) -> None:
     """Nobody was told: restore the previous notification so the next observation retries.
     Compare-and-set on ``notified_at``: a newer notification by another worker is kept."""
     before_status, before_at = (previous[1], previous[2]) if previous else (None, None)
     try:
-        store.execute(lambda cur: cur.execute(
-            "UPDATE maintd_alert_state SET notified_status = %s, notified_at = %s"
-            " WHERE task = %s AND target = %s AND notified_at = %s",
-            (before_status, before_at, alert.task, alert.target, notified_at)))
+        book.execute(lambda cur: state.set_notified(cur, alert.task, alert.target, before_status, before_at,
+                                                    only_if_at=notified_at))
     except Exception as exc:  # noqa: BLE001 - best effort; the next reminder still comes
         logger.warning("could not roll back the notification of %s[%s]: %s", alert.task, alert.target,
                        first_line(exc))

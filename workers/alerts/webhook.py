@@ -13,7 +13,7 @@ import json
 
 from workers.alerts.model import Alert
 from workers.alerts.post import post
-from workers.config_model import AlertChannel
+from workers.config import AlertChannel
 
 SIGNATURE_HEADER = "X-Maintd-Signature"
 EVENT_HEADER = "X-Maintd-Event"
