@@ -119,6 +119,20 @@ def pg_server(scratch_root: Path) -> Iterator[PgServer]:
         server.embedded.stop()
 
 
+def xdist_db(url: str) -> str:
+    """Under pytest-xdist each test process flushes and consumes its own Redis database:
+    worker ``gwN`` uses the given database number minus N (15, 14, 13… for CI's 15)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base - int(worker[2:])
+    if db < 0:
+        raise RuntimeError(f"MAINTD_TEST_REDIS_URL: database {base} leaves no room for xdist worker {worker}")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 @dataclass
 class RedisServer:
     url: str
@@ -132,7 +146,7 @@ class RedisServer:
 def redis_server(scratch_root: Path) -> Iterator[RedisServer]:
     env = os.environ.get("MAINTD_TEST_REDIS_URL")
     if env:
-        server = RedisServer(env)
+        server = RedisServer(xdist_db(env))
     else:
         emb = EmbeddedRedis(scratch_root / "redis").start()
         server = RedisServer(emb.url, embedded=emb)

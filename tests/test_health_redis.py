@@ -24,6 +24,12 @@ def target(url: str, **kw: object) -> RedisTarget:
     return RedisTarget.model_validate({"name": "t", "url": url, **kw})
 
 
+def calm(**changes: object) -> Thresholds:
+    """Default thresholds, but ping latency graded loosely: these tests are about memory,
+    policy and auth, and a CI machine running tests in parallel can take 200 ms to connect."""
+    return Thresholds(**{"redis_latency_ms": (2000, 5000), **changes})  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A Redis of our own: its memory settings are ours to change."""
@@ -37,7 +43,7 @@ def admin(server: EmbeddedRedis) -> redis_py.Redis:
 
 
 def test_fixture_redis_is_ok(redis_server) -> None:  # type: ignore[no-untyped-def]
-    result = rc.check(target(redis_server.url, broker=True), Thresholds())
+    result = rc.check(target(redis_server.url, broker=True), calm())
     assert result.status == "ok", result.summary
     m = result.metrics
     assert m["reachable"] is True and m["version"][0].isdigit() and m["connected_clients"] >= 1
@@ -52,12 +58,12 @@ def test_broker_not_noeviction_warns_and_memory_is_graded(private_redis: Embedde
     client.config_set("maxmemory-policy", "allkeys-lru")
     client.config_set("maxmemory", "64mb")
     try:
-        broker = rc.check(target(private_redis.url, broker=True), Thresholds())
-        cache = rc.check(target(private_redis.url, broker=False), Thresholds())
+        broker = rc.check(target(private_redis.url, broker=True), calm())
+        cache = rc.check(target(private_redis.url, broker=False), calm())
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", str(int(used / 0.85)))  # ~85% used: between 80 and 90
-        warm = rc.check(target(private_redis.url), Thresholds(redis_memory_percent=(80, 99)))
-        hot = rc.check(target(private_redis.url), Thresholds(redis_memory_percent=(10, 20)))
+        warm = rc.check(target(private_redis.url), calm(redis_memory_percent=(80, 99)))
+        hot = rc.check(target(private_redis.url), calm(redis_memory_percent=(10, 20)))
     finally:
         client.config_set("maxmemory", "0")
         client.config_set("maxmemory-policy", "noeviction")
@@ -75,15 +81,15 @@ def test_broker_not_noeviction_warns_and_memory_is_graded(private_redis: Embedde
 
 def test_password_from_its_own_field(private_redis: EmbeddedRedis) -> None:
     url = f"redis://127.0.0.1:{private_redis.port}/0"
-    assert rc.check(target(url, password=PASSWORD), Thresholds()).status == "ok"
-    denied = rc.check(target(url, password="wrong-password-1"), Thresholds())
+    assert rc.check(target(url, password=PASSWORD), calm()).status == "ok"
+    denied = rc.check(target(url, password="wrong-password-1"), calm())
     assert denied.status == "critical" and "unreachable" in denied.summary
     assert "wrong-password-1" not in denied.summary + json.dumps(denied.metrics)
 
 
 def test_closed_port_is_critical_at_once() -> None:
     started = time.monotonic()
-    result = rc.check(target(f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"), Thresholds())
+    result = rc.check(target(f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/0"), calm())
     assert time.monotonic() - started < 3
     assert result.status == "critical" and "refused" in result.summary
     assert PASSWORD not in result.summary + json.dumps(result.metrics)
@@ -92,7 +98,7 @@ def test_closed_port_is_critical_at_once() -> None:
 def test_silent_server_is_critical_within_timeout() -> None:
     with SilentServer() as server:
         started = time.monotonic()
-        result = rc.check(target(f"redis://127.0.0.1:{server.port}/0", timeout_s=1), Thresholds())
+        result = rc.check(target(f"redis://127.0.0.1:{server.port}/0", timeout_s=1), calm())
         elapsed = time.monotonic() - started
     assert result.status == "critical" and "Timeout" in result.summary, result.summary
     assert 0.9 <= elapsed < 3, elapsed  # one attempt, no retries

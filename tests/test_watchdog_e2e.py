@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # real beat and workers
 def test_beat_stopped_then_missed(config: ConfigFactory, target_db: str, start_worker: Any, tmp_path: Path) -> None:
     name = unique()
     path = config.write(f'[[postgres]]\nname = "{name}"\ndsn = "{target_db}"\n'
-                        + only("health.postgres").replace("[schedule]\n", '[schedule]\n"health.postgres" = "* * * * *"\n'))
+                        + only("health.postgres", crons={"health.postgres": "* * * * *"}))
     start_worker(role="db")
     book = records(get_config())
     entry = f"health.postgres[{name}]"

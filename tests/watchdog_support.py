@@ -27,12 +27,13 @@ def unique(prefix: str = "wd") -> str:
 PINNED = {"backup.postgres": "0 1 * * *", "health.postgres": "*/5 * * * *"}
 
 
-def only(*keep: str) -> str:
+def only(*keep: str, crons: dict[str, str] | None = None) -> str:
     """A ``[schedule]`` table turning every default entry off except ``keep`` (task names),
-    the kept ones at the crons in ``PINNED``."""
+    the kept ones at the crons in ``crons``, else in ``PINNED``."""
+    pinned = {**PINNED, **(crons or {})}
     known = known_task_names()
     lines = [f'"{t}" = "off"' for t in sorted(beat_schedule.DEFAULT_CRON) if t in known and t not in keep]
-    lines += [f'"{t}" = "{PINNED[t]}"' for t in keep if t in PINNED]
+    lines += [f'"{t}" = "{pinned[t]}"' for t in keep if t in pinned]
     return "[schedule]\n" + "\n".join(lines) + "\n"
 
 
