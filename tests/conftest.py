@@ -8,6 +8,7 @@ PostgreSQL databases (dropped at the end) and its own Redis database index.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -297,3 +299,32 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., RunningWorker]]:
     yield start
     for w in started:
         w.stop()
+
+
+@pytest.fixture
+def inprocess_worker(config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """An in-process worker on maintd's own app: pytest-celery's embedded worker
+    (``celery.contrib.testing.worker.start_worker``, the plugin's legacy fixtures) as a thread
+    of the test process, consuming one role's queues on real Redis and writing the real
+    results database. For tests of task wiring (gates, records, outcomes, alerts): no process
+    to spawn. The fault, lane and shutdown tests keep real worker processes (``start_worker``).
+    No hard time limits in a thread pool: tests that need one use ``start_worker``."""
+    stack = contextlib.ExitStack()
+
+    def start(role: str = "db", host: str = "testhost", concurrency: int = 2) -> Any:
+        from celery.contrib.testing.worker import start_worker as embedded_worker
+
+        from workers.app import app
+        from workers.routing import lane_queues
+
+        monkeypatch.setenv("MAINTD_HOST", host)
+        queues = sorted({q for lane in ("fast", "slow") for q in lane_queues(role, lane, host)})
+        return stack.enter_context(embedded_worker(
+            app, concurrency=concurrency, pool="threads", loglevel="WARNING", perform_ping_check=False,
+            shutdown_timeout=60, queues=queues, hostname=f"{role}-inprocess@{host}"))
+
+    try:
+        yield start
+    finally:
+        stack.close()
+

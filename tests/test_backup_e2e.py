@@ -45,7 +45,7 @@ def cli(config: ConfigFactory, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_backup_cycle_through_workers_and_cli(config: ConfigFactory, target_db: str, pg_server: PgServer,
-                                              tmp_path: Path, start_worker: Any) -> None:
+                                              tmp_path: Path, inprocess_worker: Any) -> None:
     fill_orders(target_db, 3000)
     store_dir = tmp_path / "store"
     config.write(local_store_toml(store_dir) + pg_toml(target_db)
@@ -59,7 +59,7 @@ def test_backup_cycle_through_workers_and_cli(config: ConfigFactory, target_db: 
     assert queue_for(SPECS["backup.files"], "conf", cfg) == "app.low.app-1"  # host-pinned
     assert queue_for(SPECS["backup.verify"], "conf", cfg) == "app.none.app-1"  # the backups kind follows the target
     assert queue_for(SPECS["backup.restore_test"], "main", cfg) == "db.medium"
-    start_worker(role="db")
+    inprocess_worker(role="db")
 
     made = backup.postgres.delay("main").get(timeout=90)
     assert made["status"] == "ok" and made["impact"] == "low", made
@@ -128,11 +128,11 @@ def test_worker_killed_mid_backup_leaves_no_complete_manifest_and_prune_cleans_u
 
 
 def test_full_store_fails_clearly_and_older_backups_stay_intact(config: ConfigFactory, target_db: str,
-                                                                tmp_path: Path, start_worker: Any) -> None:
+                                                                tmp_path: Path, inprocess_worker: Any) -> None:
     fill_orders(target_db, 500)
     with small_filesystem(tmp_path / "tiny", "2m") as root:
         config.write(local_store_toml(root) + pg_toml(target_db))
-        start_worker(role="db")
+        inprocess_worker(role="db")
         from tasks import backup
 
         assert backup.postgres.delay("main").get(timeout=90)["status"] == "ok"

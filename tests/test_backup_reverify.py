@@ -188,7 +188,7 @@ def test_recheck_order_is_newest_then_oldest_check_first() -> None:
 
 
 def test_cli_full_recheck_through_a_worker(config: ConfigFactory, orders_db: str, tmp_path: Path,
-                                           start_worker: Any) -> None:
+                                           inprocess_worker: Any) -> None:
     root = tmp_path / "store"
     config.write(local_store_toml(root) + f'[[postgres]]\nname = "main"\ndsn = "{orders_db}"\n')
     target = PostgresTarget(name="main", dsn=orders_db)
@@ -196,7 +196,7 @@ def test_cli_full_recheck_through_a_worker(config: ConfigFactory, orders_db: str
     b1, b2 = backups(store, 2, target)
     assert verify.verify(store, target, LONG, now=now(), timeout_s=120).status == "ok"
     flip_byte(object_path(root, store, b1))  # not due for a week: only a full re-check finds it now
-    start_worker(role="db")
+    inprocess_worker(role="db")
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(maintd_cmd("--config", str(config.path), "run", "backup.verify", "main", *extra,

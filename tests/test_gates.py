@@ -82,9 +82,9 @@ def test_two_dispatches_on_one_target_one_runs_one_skipped(config: ConfigFactory
     assert ok["host"] != skipped["host"]
 
 
-def test_dry_run_takes_no_lock_and_is_recorded(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
+def test_dry_run_takes_no_lock_and_is_recorded(config: ConfigFactory, target_db: str, inprocess_worker: Any) -> None:
     config.write(pg_target(target_db))
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.maintd import hold
 
     started = time.monotonic()
@@ -113,7 +113,7 @@ def test_dry_run_plans_outside_the_window(config: ConfigFactory, target_db: str,
 
 @pytest.mark.slow
 def test_outside_window_defers_then_released_when_window_opens(config: ConfigFactory, target_db: str,
-                                                               start_worker: Any) -> None:
+                                                               inprocess_worker: Any) -> None:
     now = datetime.now(timezone.utc)
     if now.second > 45:  # keep the wait for the next minute boundary short and predictable
         time.sleep(61 - now.second)
@@ -122,7 +122,7 @@ def test_outside_window_defers_then_released_when_window_opens(config: ConfigFac
     closes = opens + timedelta(minutes=30)
     window = f'window = "daily {opens:%H:%M}-{closes:%H:%M}"'
     config.write(pg_target(target_db, extra=window))
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.maintd import hold
 
     outcome = hold.delay("local", seconds=0).get(timeout=30)
@@ -146,10 +146,10 @@ def test_outside_window_defers_then_released_when_window_opens(config: ConfigFac
     assert ran  # the released run went through the window gate and ran
 
 
-def test_unreachable_target_fails_cleanly_without_secret(config: ConfigFactory, start_worker: Any) -> None:
+def test_unreachable_target_fails_cleanly_without_secret(config: ConfigFactory, inprocess_worker: Any) -> None:
     config.write(pg_target("postgresql://maintd:Sup3rSecretPw@127.0.0.1:1/nope",
                            extra="connect_timeout_s = 2"))
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from celery.result import AsyncResult
 
     from tasks.maintd import noop
@@ -180,9 +180,9 @@ def test_bad_arguments_and_unknown_target_refused_before_sending(config: ConfigF
         hold.delay("local", seconds="postgresql://u:pw@h/db")
 
 
-def test_cli_run_wait_prints_outcome_and_exit_codes(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
+def test_cli_run_wait_prints_outcome_and_exit_codes(config: ConfigFactory, target_db: str, inprocess_worker: Any) -> None:
     path = config.write(pg_target(target_db))
-    start_worker(role="db")
+    inprocess_worker(role="db")
     proc = subprocess.run(maintd_cmd("--config", str(path), "run", "maintd.noop", "local", "--wait", "--timeout", "30"),
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr

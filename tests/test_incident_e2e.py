@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # a real worker and a PostgreSQL server of its ow
 
 def test_critical_health_captures_an_incident_and_the_alert_carries_its_id(
         config: ConfigFactory, scratch_root: Path, redis_server: RedisServer, http_capture: CaptureServer,
-        start_worker: Any) -> None:
+        inprocess_worker: Any) -> None:
     name = unique("victim")
     server = EmbeddedPostgres(scratch_root / name).start()
     try:
@@ -51,7 +51,7 @@ def test_critical_health_captures_an_incident_and_the_alert_carries_its_id(
             url = "{http_capture.url('/pager')}"
             min_severity = "critical"
             """))
-        start_worker(role="db")
+        inprocess_worker(role="db")
         from tasks.health import postgres
 
         assert postgres.delay(name).get(timeout=60)["status"] == "ok"

@@ -66,7 +66,7 @@ def test_two_vacuum_full_one_runs_one_skipped_naming_holder(config: ConfigFactor
 
 
 def test_vacuum_full_outside_window_deferred_then_runs_when_it_opens(config: ConfigFactory, target_db: str,
-                                                                    start_worker: Any) -> None:
+                                                                    inprocess_worker: Any) -> None:
     bloat_table(target_db, sql.Identifier("public", "audit_logs"), rows=10000, keep_every=10)
     before = table_stats(target_db, "public", "audit_logs")["bytes"]
     now = datetime.now(UTC)
@@ -76,7 +76,7 @@ def test_vacuum_full_outside_window_deferred_then_runs_when_it_opens(config: Con
     closes = opens + timedelta(minutes=30)
     config.write(pg_block(target_db, f'vacuum_full_tables = ["audit_logs"]\n'
                                      f'window = "daily {opens:%H:%M}-{closes:%H:%M}"'))
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.postgres import vacuum_full
     from workers.app import app
 
@@ -95,11 +95,11 @@ def test_vacuum_full_outside_window_deferred_then_runs_when_it_opens(config: Con
     assert table_stats(target_db, "public", "audit_logs")["bytes"] < before / 3
 
 
-def test_admission_backs_off_under_load_then_runs(config: ConfigFactory, target_db: str, start_worker: Any) -> None:
+def test_admission_backs_off_under_load_then_runs(config: ConfigFactory, target_db: str, inprocess_worker: Any) -> None:
     bloat_table(target_db, sql.Identifier("public", "busy"), rows=5000)
     wait_dead(target_db, "public", "busy", 5000)
     config.write(pg_block(target_db) + "[postgres.admission]\nmax_active_sessions = 0\nbackoff_s = 600\n")
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.postgres import vacuum_bloated
 
     load = psycopg2.connect(target_db, application_name="app-load", connect_timeout=5)

@@ -76,11 +76,11 @@ def _delivery(channel: str) -> Any:
 
 
 def test_prune_history_task_also_cleans_celery_results(config: ConfigFactory, target_db: str,
-                                                       start_worker: Any) -> None:
+                                                       inprocess_worker: Any) -> None:
     """Through a worker, on the session's results database (the test process reads results
     there): Celery's result rows older than results_keep_days go."""
     config.write(f'[[postgres]]\nname = "main"\ndsn = "{target_db}"\n[history]\nresults_keep_days = 7\n')
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.maintd import noop, prune_history
     from workers.records import records
 
@@ -106,9 +106,9 @@ def test_prune_history_task_also_cleans_celery_results(config: ConfigFactory, ta
 
 
 def test_release_deferred_records_a_row_only_when_it_released_something(config: ConfigFactory, target_db: str,
-                                                                        start_worker: Any) -> None:
+                                                                        inprocess_worker: Any) -> None:
     config.write(f'[[postgres]]\nname = "main"\ndsn = "{target_db}"\n')
-    start_worker(role="db")
+    inprocess_worker(role="db")
     from tasks.maintd import release_deferred
     from workers.records import records
 
@@ -174,8 +174,9 @@ OLD_LATEST = ("SELECT DISTINCT ON (task, target) * FROM maintd_runs WHERE status
               " ORDER BY task, target, started_at DESC, id DESC")
 
 
-def test_a_million_history_rows_keep_status_and_overview_under_200ms(config: ConfigFactory,
-                                                                     pg_server: PgServer) -> None:
+def test_a_large_history_keeps_status_and_overview_on_the_index(config: ConfigFactory, pg_server: PgServer) -> None:
+    """200,000 rows: the latest-per-pair query reads the index, never the table (no timing
+    asserted here: ``bench/history.py`` measures it at 1 M rows against the old query)."""
     book = fresh_results(config, pg_server)
     from tasks.core.health.overview import CHECKS
     from workers.cli.views import status_document
@@ -191,25 +192,19 @@ def test_a_million_history_rows_keep_status_and_overview_under_200ms(config: Con
             " SELECT 'bulk-' || g, (%s::text[])[1 + g %% %s], 'target-' || ((g / 10) %% 40),"
             " (ARRAY['ok','ok','ok','warning','critical','skipped','deferred','failed'])[1 + (g / 400) %% 8],"
             " 'generated', 'none', 'h', 'w/1', 1, now() - (g || ' seconds')::interval,"
-            " now() - (g || ' seconds')::interval, 0.1 FROM generate_series(1, 1000000) g", (tasks, len(tasks)))
+            " now() - (g || ' seconds')::interval, 0.1 FROM generate_series(1, 200000) g", (tasks, len(tasks)))
         cur.execute("ANALYZE maintd_runs")
 
     book.execute(fill)
 
-    def best_ms(fn: Any, n: int = 5) -> float:
-        times = []
-        for _ in range(n):
-            started = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - started) * 1000)
-        return min(times)
-
-    overview = best_ms(lambda: book.runs.latest(list(CHECKS)))
-    status = best_ms(status_document)
     rows = book.runs.latest(list(CHECKS))
     assert len({(r["task"], r["target"]) for r in rows}) == len(rows) == len(CHECKS) * 40
-    assert overview < 200, f"health.overview's query took {overview:.0f} ms over 1M rows"
-    assert status < 200, f"maintd status took {status:.0f} ms over 1M rows"
+    newest = book.execute(lambda cur: (cur.execute(
+        "SELECT DISTINCT ON (task, target) task, target, task_id FROM maintd_runs WHERE task = ANY(%s)"
+        " AND status NOT IN ('running', 'skipped', 'deferred', 'retrying', 'lost')"
+        " ORDER BY task, target, started_at DESC", (list(CHECKS),)), cur.fetchall())[1])
+    assert {(r["task"], r["target"], r["task_id"]) for r in rows} == {tuple(r) for r in newest}
+    assert status_document()  # maintd status reads the same history
 
     def explain(cur: Any) -> str:
         from workers.records.runs import RUN_COLUMNS, latest_per_pair_sql
@@ -221,11 +216,3 @@ def test_a_million_history_rows_keep_status_and_overview_under_200ms(config: Con
 
     plan = book.execute(explain)
     assert "Seq Scan on maintd_runs" not in plan, plan
-
-    def old(cur: Any) -> None:
-        cur.execute(OLD_LATEST, (list(CHECKS),))
-        cur.fetchall()
-
-    before = best_ms(lambda: book.execute(old), 3)
-    print(f"\n1M rows: overview query {overview:.1f} ms, status {status:.1f} ms;"
-          f" the DISTINCT ON query it replaces {before:.0f} ms ({before / max(overview, 0.01):.0f}x)")
