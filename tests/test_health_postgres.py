@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -94,9 +95,11 @@ def test_unknown_database_is_critical_not_an_exception(pg_server) -> None:  # ty
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedPostgres, EmbeddedPostgres]]:
-    """A private primary and a streaming replica made with pg_basebackup -R."""
-    root = Path(tmp_path_factory.mktemp("health-replica"))
+def replica(scratch_root: Path) -> Iterator[tuple[EmbeddedPostgres, EmbeddedPostgres]]:
+    """A private primary and a streaming replica made with pg_basebackup -R (under the
+    session's scratch dir: the servers run as their own user when the tests run as root, and
+    pytest's own temp dirs are not theirs to enter)."""
+    root = Path(tempfile.mkdtemp(prefix="health-replica-", dir=scratch_root))
     root.chmod(0o755)
     primary = EmbeddedPostgres(root / "primary").start()
     standby = EmbeddedPostgres(root / "standby")
