@@ -26,7 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("catalog", ("workers.catalog", "workers.routing", "workers.schedule", "workers.alerts")),
     ("domain", ("tasks.core",)),
     ("gates", ("workers.gates",)),
-    ("celery wiring", ("workers.app", "workers.taskdef", "workers.dispatch", "workers.verdict")),
+    ("celery wiring", ("workers.app", "workers.taskdef", "workers.dispatch", "workers.verdict",
+                       "workers.beat_scheduler")),
     ("task modules", ("tasks",)),
     ("entry points", ("workers.cli", "workers.processes", "workers")),
 )

@@ -152,7 +152,8 @@ def test_beat_dispatches_scheduled_entries(config: ConfigFactory, target_db: str
 
         from tests.conftest import wait_until
 
-        got = wait_until(lambda: scheduled_runs() == {"health.postgres"} and releases() > 0, 90,
+        # (health.overview, "1-59/5", may run too when the first minute is one of its)
+        got = wait_until(lambda: "health.postgres" in scheduled_runs() and releases() > 0, 90,
                          "beat to send the every-minute entries")
         assert got
         assert not [r for r in records().runs.find(task="maintd.release_deferred") if r["started_at"] > since]

@@ -13,6 +13,7 @@ from celery import Celery, bootsteps
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
+from workers.beat_scheduler import beat_settings
 from workers.catalog import SPECS, TASK_MODULES, load_catalog, validate
 from workers.config import Config, get_config
 from workers.doors.redis import alive_client, forget_alive, mark_alive
@@ -106,6 +107,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_routes": (route_task,),
         "beat_schedule": celery_beat_schedule(config),
         "beat_cron_starting_deadline": 600,
+        # RedBeat: any number of beats, one dispatching (workers/beat_scheduler.py)
+        **beat_settings(config.broker.url.reveal(), config.beat.lock_ttl_s, config.beat.tick_s),
         "worker_hijack_root_logger": False,
         "include": list(TASK_MODULES),
     }

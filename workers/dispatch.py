@@ -42,26 +42,47 @@ def exit_code_for(outcome: dict[str, Any]) -> int:
     return 2 if outcome.get("status") == "critical" else 0
 
 
-def wait_for(result: AsyncResult, timeout_s: float) -> int:
-    """Print the outcome as JSON; exit code by its status (2 critical, 3 failed, 4 timeout)."""
+def wait_outcome(result: AsyncResult, timeout_s: float) -> tuple[int, dict[str, Any]]:
+    """(exit code, document): the outcome, or what stands instead of it; 2 critical, 3 failed
+    or not run, 4 no outcome within ``timeout_s``."""
     try:
         outcome = result.get(timeout=timeout_s, propagate=False, disable_sync_subtasks=False)
     except CeleryTimeout:
-        print(f"maintd: error: no outcome for {result.id} within {timeout_s:.0f}s (still queued or running; "
-              f"see `maintd status`)", file=sys.stderr)
-        return 4
+        return 4, {"task_id": result.id, "state": result.state,
+                   "error": f"no outcome for {result.id} within {timeout_s:.0f}s (still queued or running; "
+                            f"see `maintd status`)"}
     if result.state == "REVOKED":
-        print(json.dumps({"task_id": result.id, "state": result.state,
-                          "error": "not run: it expired before a worker started it (see --expires), or was revoked"},
-                         indent=2))
-        return 3
+        return 3, {"task_id": result.id, "state": result.state,
+                   "error": "not run: it expired before a worker started it (see --expires), or was revoked"}
     if result.failed():
-        print(json.dumps({"task_id": result.id, "state": result.state, "error": str(outcome)}, indent=2))
-        return 3
-    print(json.dumps(outcome, indent=2, default=str))
-    return exit_code_for(outcome)
+        return 3, {"task_id": result.id, "state": result.state, "error": str(outcome)}
+    return exit_code_for(outcome), outcome
 
 
+def wait_for(result: AsyncResult, timeout_s: float) -> int:
+    """Print the outcome as JSON; exit code by its status (2 critical, 3 failed, 4 timeout)."""
+    code, doc = wait_outcome(result, timeout_s)
+    if code == 4:
+        print(f"maintd: error: {doc['error']}", file=sys.stderr)
+    else:
+        print(json.dumps(doc, indent=2, default=str))
+    return code
+
+
+def print_run_document(result: AsyncResult, task: str, target: str | None, timeout_s: float | None) -> int:
+    """``maintd run --json``: one document on stdout whatever happened after the send, and the
+    exit code ``--wait`` would give (0 when only sent)."""
+    doc: dict[str, Any] = {"task": task, "target": target, "task_id": result.id, "state": "SENT",
+                           "status": None, "outcome": None, "error": None, "exit_code": 0}
+    if timeout_s is not None:
+        code, got = wait_outcome(result, timeout_s)
+        doc["exit_code"] = code
+        if "error" in got and "status" not in got:
+            doc.update(state=got["state"], error=got["error"])
+        else:
+            doc.update(state=result.state, status=got.get("status"), outcome=got)
+    print(json.dumps(doc, indent=2, default=str))
+    return int(doc["exit_code"])
 
 
 def sweep(config: Config, prefix: str = "health.") -> list[str]:

@@ -1,8 +1,10 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete: this module answers shell completion)
 """The ``maintd`` command line.
 
 Exit codes: 0 success (outcome ok, warning, skipped or deferred); 1 error (bad
 config, bad arguments, unreachable broker), one line on stderr; 2 an outcome is
-critical; 3 a run failed; 4 waiting for a result timed out.
+critical; 3 a run failed; 4 waiting for a result timed out. ``--config`` and ``-v`` go
+before or after the command; ``maintd completion bash|zsh|fish`` prints the shell hook.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from workers.cli import options
 from workers.errors import MaintdError, first_line
 
 EXIT_ERROR, EXIT_CRITICAL, EXIT_FAILED, EXIT_TIMEOUT = 1, 2, 3, 4
@@ -86,16 +89,23 @@ def _parse_extra(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workers.dispatch import dispatch, wait_for
+    from workers.dispatch import dispatch, print_run_document, wait_for
 
     kwargs = _parse_extra(args.arg or [])
     if args.dry_run:
         kwargs["dry_run"] = True
     result = dispatch(args.task, args.target, kwargs, expires_s=args.expires)
+    if args.json:
+        return print_run_document(result, args.task, args.target, args.timeout if args.wait else None)
     if not args.wait:
         print(f"sent {args.task}[{args.target or ''}] as {result.id}")
         return 0
     return wait_for(result, args.timeout)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(options.completion_script(args.shell), end="")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -178,8 +188,8 @@ def _scrubbed(text: str) -> str:
 
 def build_parser() -> Parser:
     p = Parser(prog="maintd", description="Scheduled, gated, audited maintenance on Celery.")
-    p.add_argument("--config", help="config file (default: $MAINTD_CONFIG, ./maintd.toml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    options.add_global_options(p, top=True)
+    p.add_argument("--version", action="version", version=options.version_line())
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("up", help="run the whole system on this machine (embedded services when none configured)")
@@ -204,7 +214,7 @@ def build_parser() -> Parser:
     s.add_argument("node", nargs="+", help="Celery node name, e.g. db-fast@db1")
     s.set_defaults(func=cmd_alive)
 
-    s = sub.add_parser("beat", help="run the scheduler (one per deployment)")
+    s = sub.add_parser("beat", help="run the scheduler (run several: one dispatches, the others stand by)")
     s.add_argument("--loglevel", default="INFO")
     s.set_defaults(func=cmd_beat)
 
@@ -215,14 +225,16 @@ def build_parser() -> Parser:
     s.set_defaults(func=cmd_flower)
 
     s = sub.add_parser("run", help="dispatch one task now")
-    s.add_argument("task")
-    s.add_argument("target", nargs="?")
+    s.add_argument("task").completer = options.task_names  # type: ignore[attr-defined]
+    s.add_argument("target", nargs="?").completer = options.target_names  # type: ignore[attr-defined]
     s.add_argument("--dry-run", action="store_true", help="plan only: list what would be done")
     s.add_argument("--wait", action="store_true", help="wait for the outcome, print it, exit by its status")
     s.add_argument("--timeout", type=float, default=600, help="seconds to wait with --wait (default 600)")
     s.add_argument("--arg", action="append", metavar="NAME=VALUE", help="extra task argument (JSON value)")
     s.add_argument("--expires", type=float, default=3600, metavar="SECONDS",
                    help="drop the run if no worker started it within this long (default 3600)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON document (task_id, state, outcome, error, exit_code); same exit codes")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="latest outcome per task and target, workers, deferred runs")
@@ -248,18 +260,26 @@ def build_parser() -> Parser:
     from workers.cli import incidents
 
     incidents.add_parsers(sub, Parser)
+
+    s = sub.add_parser("completion", help="print the shell completion hook: eval \"$(maintd completion bash)\"")
+    s.add_argument("shell", choices=options.SHELLS)
+    s.set_defaults(func=cmd_completion)
+
+    options.accept_global_options_everywhere(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    options.enable_completion(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # their retry warnings carry tracebacks; the CLI says it in one line
         for name in ("celery", "kombu", "amqp"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        if args.command not in ("tasks",):
+        if args.command not in ("tasks", "completion"):
             _use_config(args)
         return int(args.func(args) or 0)
     except MaintdError as exc:

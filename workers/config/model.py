@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from workers.config.beat import BeatSection
 from workers.config.oversight import IncidentsSection, PingUrl, WatchdogSection
 from workers.config.secrets import Secret, SecretUrl
 from workers.config.targets import (
@@ -296,6 +297,7 @@ def validate_cron(expr: str) -> str:
 class Config(Strict):
     maintd: MaintdSection = Field(default_factory=MaintdSection)
     broker: BrokerSection = Field(default_factory=BrokerSection)
+    beat: BeatSection = Field(default_factory=BeatSection)
     results: ResultsSection = Field(default_factory=ResultsSection)
     flower: FlowerSection = Field(default_factory=FlowerSection)
     store: StoreSection | None = None

@@ -1,4 +1,5 @@
-"""The beat process: one per deployment; its schedule file lives in the data dir."""
+"""The beat process: run as many as you like (workers/beat_scheduler.py: one dispatches, the
+others stand by); the schedule and the leader lock live in the broker's Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +9,5 @@ from workers.processes.supervisor import Child
 
 
 def beat_child(config: Config, loglevel: str = "INFO") -> Child:
-    data_dir = config.maintd.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    schedule_file = data_dir / "celerybeat-schedule"
-    return Child("beat", celery_argv("beat", "--schedule", str(schedule_file), "--loglevel", loglevel), grace_s=15)
+    config.maintd.data_dir.mkdir(parents=True, exist_ok=True)
+    return Child("beat", celery_argv("beat", "--loglevel", loglevel), grace_s=15)
