@@ -115,18 +115,26 @@ def test_ad_hoc_dispatch_expires_after_an_hour_by_default(config: ConfigFactory,
                                                           redis_server: RedisServer) -> None:
     """No worker is running: the messages wait in the queue, each with its expiry."""
     path = config.write(pg_target(target_db))
-    sent = datetime.now(timezone.utc)
-    for extra in ([], ["--expires", "90"]):
+    windows = []  # (expected expiry seconds, sent no earlier than, no later than)
+    for extra, expires_s in (([], 3600), (["--expires", "90"], 90)):
+        before = datetime.now(timezone.utc)
         proc = subprocess.run(maintd_cmd("--config", str(path), "run", "maintd.noop", "local", *extra),
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert proc.returncode == 0, proc.stderr
+        windows.append((expires_s, before, datetime.now(timezone.utc)))
     from tasks.maintd import noop
 
+    before = datetime.now(timezone.utc)
     noop.delay("local")  # a Python shell's .delay() is ad hoc too
+    windows.append((3600, before, datetime.now(timezone.utc)))
     expiries = [datetime.fromisoformat(m["headers"]["expires"]) for m in _queued(redis_server, "db.low")]
     assert len(expiries) == 3
-    offsets = sorted(round((e - sent).total_seconds()) for e in expiries)
-    assert 80 <= offsets[0] <= 100 and all(3590 <= o <= 3620 for o in offsets[1:]), offsets
+    # each expiry is its dispatch time + its expiry (1 h by default, 90 s with --expires 90)
+    for expires_s, earliest, latest in sorted(windows, key=lambda w: w[0]):
+        match = [e for e in expiries if earliest + timedelta(seconds=expires_s - 1) <= e
+                 <= latest + timedelta(seconds=expires_s + 1)]
+        assert match, (expires_s, earliest, latest, expiries)
+        expiries.remove(match[0])
     bad = subprocess.run(maintd_cmd("--config", str(path), "run", "maintd.noop", "local", "--expires", "0"),
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 1 and bad.stderr.strip() == "maintd: error: --expires must be positive (got 0)"
