@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from workers.config.hygiene import AuditTarget, TmpTarget
 from workers.config.oversight import IncidentsSection, PingUrl, WatchdogSection
 from workers.config.secrets import Secret, SecretUrl
 from workers.config.targets import (
@@ -50,6 +51,8 @@ from workers.config.types import (
     default_host,
     parse_age,
 )
+
+KIND_OF.update({TmpTarget: "tmp", AuditTarget: "audit"})  # hygiene targets live in their own module
 
 
 class MaintdSection(Strict):
@@ -314,6 +317,8 @@ class Config(Strict):
     certificates: list[CertificateTarget] = Field(default_factory=list)
     logs: list[LogsTarget] = Field(default_factory=list)
     files: list[FilesTarget] = Field(default_factory=list)
+    tmp: list[TmpTarget] = Field(default_factory=list)
+    audit: list[AuditTarget] = Field(default_factory=list)
     watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
     incidents: IncidentsSection = Field(default_factory=IncidentsSection)
     # (source name, text) of the TOML this was parsed from: later checks name file and line.
@@ -357,5 +362,5 @@ __all__ = [
     "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget", "ResultsSection",
     "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection", "Strict", "Target",
     "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host", "parse_age",
-    "validate_cron", "IncidentsSection", "PingUrl", "WatchdogSection",
+    "validate_cron", "IncidentsSection", "PingUrl", "WatchdogSection", "TmpTarget", "AuditTarget",
 ]
