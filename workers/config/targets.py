@@ -274,6 +274,9 @@ class SqliteTarget(PinnedTarget):
     busy_timeout_s: float = Field(default=5, gt=0)
     # sqlite.optimize: VACUUM only when the free pages exceed this share of the file.
     vacuum_min_freelist_ratio: float = Field(default=0.20, ge=0, le=1)
+    # VACUUM holds writers off while it rewrites the file: it runs only when its estimate (from a
+    # timed snapshot copy) fits in this many seconds (default: busy_timeout_s, what writers wait).
+    vacuum_max_lock_s: float | None = Field(default=None, gt=0)
 
     @property
     def lock_scope(self) -> str:
