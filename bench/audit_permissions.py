@@ -39,19 +39,20 @@ def make_tree(root: Path, n: int) -> int:
         d = root / f"d{i // per_dir // 100:02d}" / f"s{i // per_dir:04d}"
         if i % per_dir == 0:
             d.mkdir(parents=True, exist_ok=True)
-        name = f"{i}-{NAMES[i % len(NAMES)]}"
+        kind = i % 50_000  # planted findings, every 50,000 files: world-writable, setuid, readable key
+        name = f"{i}-{'leak.key' if kind == 2 else NAMES[i % len(NAMES)]}"
         fd = os.open(d / name, os.O_CREAT | os.O_WRONLY, 0o600 if name.endswith((".key", ".pem")) else 0o644)
         os.close(fd)
-        if i % 100_003 == 7:  # planted findings: a readable key, a world-writable file, a setuid binary
-            os.chmod(d / name, 0o644 if name.endswith((".key", ".pem")) else 0o4755 if i % 2 else 0o666)
+        if kind < 3:
+            os.chmod(d / name, (0o666, 0o4755, 0o644)[kind])
             planted += 1
     return planted
 
 
-FIND_EXPR = ["(", "-perm", "-0002", "!", "-type", "l", "!", "(", "-type", "d", "-perm", "-1000", ")", ")",
+FIND_EXPR = ["(", "(", "-perm", "-0002", "!", "-type", "l", "!", "(", "-type", "d", "-perm", "-1000", ")", ")",
              "-o", "(", "-type", "f", "-perm", "/6000", ")",
              "-o", "(", "-type", "f", "(", "-name", ".env", "-o", "-name", ".env.*", "-o", "-name", "*.env", "-o",
-             "-name", "*.key", "-o", "-name", "*.pem", ")", "-perm", "/044", ")"]
+             "-name", "*.key", "-o", "-name", "*.pem", ")", "-perm", "/044", ")", ")"]
 
 
 def run_find(root: Path) -> tuple[float, int]:
@@ -89,7 +90,8 @@ def main() -> None:
             t, n_ours = run_maintd(tree)
             ours.append(t)
         ours_m, peer_m = statistics.median(ours), statistics.median(peer)
-        print(f"files: {args.files}  findings: maintd {n_ours}, find {n_find}")
+        print(f"files: {args.files}  findings: maintd {n_ours}, find {n_find}"
+              f"{'' if n_ours == n_find else '  (MISMATCH)'}")
         print(f"find -xdev (4 tests): median {peer_m:.2f}s  runs {[round(x, 2) for x in peer]}")
         print(f"maintd audit scan:    median {ours_m:.2f}s  runs {[round(x, 2) for x in ours]}")
         print(f"ratio maintd/find: {ours_m / peer_m:.2f}x  goal < 30 s for 1 M files: "

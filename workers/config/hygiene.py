@@ -67,6 +67,11 @@ class TmpTarget(PinnedTarget):
         parse_age(v)
         return v
 
+    @property
+    def lock_scope(self) -> str:
+        """Two names for one directory on one host exclude each other."""
+        return f"tmp:{self.host}:{self.path}"
+
 
 class AuditTarget(PinnedTarget):
     """``[[audit]]``: directory trees whose permissions are audited (never followed through symlinks)."""
