@@ -277,6 +277,9 @@ class SqliteTarget(PinnedTarget):
     # VACUUM holds writers off while it rewrites the file: it runs only when its estimate (from a
     # timed snapshot copy) fits in this many seconds (default: busy_timeout_s, what writers wait).
     vacuum_max_lock_s: float | None = Field(default=None, gt=0)
+    # VACUUM INTO a copy and swap it in atomically, when no other process has the file open
+    # (an application stopped in the window); in-place VACUUM otherwise.
+    vacuum_into: bool = False
 
     @property
     def lock_scope(self) -> str:

@@ -33,13 +33,15 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
-def scan(proc: Path = Path("/proc")) -> OpenFiles:
-    """Every open file and working directory of every process this user can see."""
+def scan(proc: Path = Path("/proc"), *, skip_self: bool = False) -> OpenFiles:
+    """Every open file and working directory of every process this user can see (but this
+    one with ``skip_self``)."""
     found = OpenFiles()
     if not (proc / "self" / "fd").is_dir():
         return _scan_psutil(found)
+    me = str(os.getpid())
     for pid in os.listdir(proc):
-        if not pid.isdigit():
+        if not pid.isdigit() or (skip_self and pid == me):
             continue
         base = f"{proc}/{pid}"
         try:

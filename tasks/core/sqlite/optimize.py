@@ -12,6 +12,8 @@ Writers are never held off longer than the target's ``busy_timeout_s`` by design
   snapshot copy of the file (``workers.doors.sqlite.snapshot``: a writer waits at most half
   ``busy_timeout_s`` for it), fits in
   ``vacuum_max_lock_s`` (default ``busy_timeout_s``). Otherwise it is reported, not run.
+- ``vacuum_into = true``: when no other process has the file open, ``VACUUM INTO`` a copy and
+  swap it in atomically instead (``vacuum_into``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.core.sqlite import vacuum_into
 from tasks.core.units import human_bytes
 from workers.config import SqliteTarget
 from workers.doors import sqlite as sqlite_door
@@ -32,6 +35,7 @@ from workers.records.outcome import Result
 
 ANALYSIS_LIMIT = 1000  # rows examined per index by ANALYZE (0 would be unlimited)
 VACUUM_COST = 2.5  # VACUUM ≈ copy out + copy back + fsyncs: this many snapshot copies
+SWAP_STEP = "VACUUM INTO <copy>, then atomic swap"
 
 
 def _size(path: Path) -> int:
@@ -47,6 +51,13 @@ def vacuum_decision(target: SqliteTarget, stats: dict[str, Any], size: int,
     m: dict[str, Any] = {"freelist_ratio": round(ratio, 4), "vacuum_min_freelist_ratio": target.vacuum_min_freelist_ratio}
     if ratio <= target.vacuum_min_freelist_ratio:
         return False, f"freelist {ratio * 100:.1f}% <= {target.vacuum_min_freelist_ratio * 100:g}%: no VACUUM needed", m
+    if target.vacuum_into and not vacuum_into.held_by_others(target.path):
+        free = shutil.disk_usage(target.path.parent).free
+        m.update(free_bytes_db_dir=free, vacuum_needs_bytes=int(size * 1.1), vacuum_into=True)
+        if free < size * 1.1:
+            return False, f"VACUUM INTO skipped: needs {human_bytes(size * 1.1)} free next to the file", m
+        return True, (f"freelist {ratio * 100:.1f}% > {target.vacuum_min_freelist_ratio * 100:g}%, nothing else has"
+                      " the file open: VACUUM INTO + swap"), m
     need = 2 * size
     free_db = shutil.disk_usage(target.path.parent).free
     free_tmp = shutil.disk_usage(tempfile.gettempdir()).free
@@ -82,9 +93,20 @@ def optimize(target: SqliteTarget, *, dry_run: bool, remaining_s: float,
     try:
         with sqlite_door.session(path, read_only=False, must_exist=True, busy_timeout_s=target.busy_timeout_s,
                                  deadline=deadline) as conn:
-            return _run(target, conn, before, dry_run, deadline, checkpoint)
+            result = _run(target, conn, before, dry_run, deadline, checkpoint)
     except sqlite3.Error as exc:
         raise sqlite_door.classify(exc, path) from None
+    if dry_run or SWAP_STEP not in result.actions:
+        return result
+    checkpoint()  # the swap runs on no connection of ours: the session above is closed
+    swapped, why, extra = vacuum_into.swap(target, deadline)
+    after = _size(path)
+    metrics = {**result.metrics, **extra, "vacuumed": swapped, "size_after_bytes": after,
+               "bytes_reclaimed": max(0, before - after)}
+    actions = [a for a in result.actions if a != SWAP_STEP] + ([SWAP_STEP] if swapped else [])
+    return Result(result.status if swapped else "warning",
+                  f"optimized {path}: reclaimed {human_bytes(max(0, before - after))} ({human_bytes(before)} →"
+                  f" {human_bytes(after)}); {why}", metrics, actions)
 
 
 def _run(target: SqliteTarget, conn: sqlite3.Connection, before: int, dry_run: bool, deadline: float,
@@ -94,7 +116,7 @@ def _run(target: SqliteTarget, conn: sqlite3.Connection, before: int, dry_run: b
     steps = [f"PRAGMA analysis_limit={ANALYSIS_LIMIT}", "PRAGMA optimize", "ANALYZE"]
     vacuum, why, metrics = vacuum_decision(target, stats, before, lambda: estimate_vacuum_s(target, deadline))
     if vacuum:
-        steps.append("VACUUM")
+        steps.append(SWAP_STEP if metrics.get("vacuum_into") else "VACUUM")
     if wal:  # after VACUUM: in WAL mode the rewritten pages reach the main file (and it shrinks) here
         steps.append("PRAGMA wal_checkpoint(TRUNCATE)")
     metrics.update(path=str(target.path), journal_mode=stats["journal_mode"], size_before_bytes=before,
@@ -104,6 +126,9 @@ def _run(target: SqliteTarget, conn: sqlite3.Connection, before: int, dry_run: b
                             f" on {target.path} ({why})", metrics, steps)
     actions, timings = [], {}
     for sql in steps:
+        if sql == SWAP_STEP:  # after this session (optimize): a swap must not meet our own connection
+            actions.append(sql)
+            continue
         checkpoint()
         started = time.monotonic()
         rows = conn.execute(sql).fetchall()
