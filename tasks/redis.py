@@ -29,4 +29,4 @@ def previous_metrics(run: RunContext, target: RedisTarget) -> dict[str, Any] | N
 @maintenance_task("redis.stats", impact="none", target="redis", soft_time_limit=120, time_limit=150, max_retries=0)
 def stats(run: RunContext, target: RedisTarget) -> Result:
     """Memory, fragmentation, policy vs use, hit rate, evictions, slowlog, big keys, persistence."""
-    return redis_stats.stats(target, run.config.thresholds, previous_metrics(run, target))
+    return redis_stats.stats(target, run.config.thresholds, previous_metrics(run, target), dry_run=run.dry_run)

@@ -95,6 +95,11 @@ def test_slowlog_since_last_run_and_reset_only_when_configured(own_redis: tuple[
     second = redis_stats.stats(target(url, bigkeys_sample=0), Thresholds(), first.metrics)
     assert 1 <= second.metrics["slowlog_new"] < first.metrics["slowlog_new"] + 3
     assert client.slowlog_len() > 0  # not reset without reset_slowlog
+    length = client.slowlog_len()
+    planned = redis_stats.stats(target(url, bigkeys_sample=0, reset_slowlog=True), Thresholds(), second.metrics,
+                                dry_run=True)
+    assert planned.actions == ["SLOWLOG RESET"] and not planned.metrics["slowlog_reset"]
+    assert client.slowlog_len() >= length  # a dry run plans the reset, never does it
     third = redis_stats.stats(target(url, bigkeys_sample=0, reset_slowlog=True, latency_doctor=True),
                               Thresholds(), second.metrics)
     assert third.actions == ["SLOWLOG RESET"] and third.metrics["slowlog_reset"]

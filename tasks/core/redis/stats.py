@@ -52,7 +52,8 @@ def _delta(now: dict[str, Any], prev: dict[str, Any] | None, key: str) -> int | 
     return d if d >= 0 else None
 
 
-def collect(client: redis.Redis, target: RedisTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
+def collect(client: redis.Redis, target: RedisTarget, previous: dict[str, Any] | None,
+            dry_run: bool = False) -> dict[str, Any]:
     info: dict[str, Any] = client.info("everything")
     m: dict[str, Any] = {k: info.get(k) for k in (
         "redis_version", "run_id", "role", "used_memory", "used_memory_rss", "maxmemory", "maxmemory_policy",
@@ -83,7 +84,7 @@ def collect(client: redis.Redis, target: RedisTarget, previous: dict[str, Any] |
     m["slowlog_top"] = sorted(new, key=lambda e: -e["duration_us"])[:5]
     m["slowlog_last_id"] = max((e["id"] for e in entries), default=last)
     m["slowlog_reset"] = False
-    if target.reset_slowlog and entries:
+    if target.reset_slowlog and entries and not dry_run:
         redis_door.slowlog_reset(client)
         m["slowlog_reset"], m["slowlog_last_id"] = True, -1
     if target.latency_doctor:
@@ -136,15 +137,18 @@ def assess(m: dict[str, Any], thresholds: Thresholds) -> Result:
     return found.result(headline, m)
 
 
-def stats(target: RedisTarget, thresholds: Thresholds, previous: dict[str, Any] | None) -> Result:
+def stats(target: RedisTarget, thresholds: Thresholds, previous: dict[str, Any] | None,
+          dry_run: bool = False) -> Result:
+    """One visit; ``dry_run`` changes nothing (the slowlog reset is only planned)."""
     client = redis_door.target_client(target, client_name=CLIENT_NAME)
     try:
-        m = collect(client, target, previous)
+        m = collect(client, target, previous, dry_run)
     except (redis.RedisError, OSError) as exc:
         reason = mask_secrets(f"{type(exc).__name__}: {first_line(exc)}", target)
         return unreachable("Redis", reason, {"url": target.url.masked})
     finally:
         client.close()
     result = assess(m, thresholds)
+    planned = dry_run and target.reset_slowlog and m["slowlog_new"] > 0
     return Result(result.status, result.summary, {**result.metrics, "url": target.url.masked},
-                  ["SLOWLOG RESET"] if m["slowlog_reset"] else [])
+                  ["SLOWLOG RESET"] if m["slowlog_reset"] or planned else [])
