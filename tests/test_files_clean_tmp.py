@@ -136,9 +136,9 @@ def test_sockets_and_fifos_left_alone(tmp_path: Path) -> None:
     assert (root / "clo-fifo").exists() and result.metrics["skipped_special"] == 1
 
 
-def test_missing_root_is_nothing_to_do(tmp_path: Path) -> None:
+def test_missing_root_warns_and_does_nothing(tmp_path: Path) -> None:
     result = clean_tmp.clean(target(tmp_path / "absent"), dry_run=False)
-    assert result.status == "ok" and result.actions == []
+    assert result.status == "warning" and result.actions == [] and "does not exist" in result.summary
 
 
 @pytest.mark.parametrize(("body", "problem"), [

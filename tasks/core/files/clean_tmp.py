@@ -189,9 +189,12 @@ def clean(target: TmpTarget, *, dry_run: bool, remaining_s: Callable[[], float] 
           checkpoint: Callable[[], None] = lambda: None, now: float | None = None) -> Result:
     now = time.time() if now is None else now
     cutoff = now - parse_age(target.older_than).total_seconds()
+    root = str(target.path).rstrip("/")
+    if not os.path.lexists(target.path):
+        return Result("warning", f"{root} does not exist on {os.uname().nodename}: nothing to clean (check the"
+                                 " [[tmp]] path)", {"root": root, "root_exists": False}, [])
     held = open_files.scan()
     p = plan(target, now=now, held=held)
-    root = str(target.path).rstrip("/")
     size = sum(i.size for i in p.files)
     metrics: dict[str, object] = {
         "root": root, "seen": p.seen, "planned_files": len(p.files), "planned_dirs": len(p.dirs),
