@@ -119,3 +119,19 @@ def test_hygiene_tasks_through_a_real_worker(config, redis_server, start_worker,
     assert second["metrics"]["hit_rate_scope"] == "interval"  # the first run's counters came from history
     assert second["metrics"]["interval_s"] > 0
     assert key not in str(second)
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ('[[redis]]\nname = "c"\nurl = "redis://127.0.0.1/0"\nuse = "queue"', r'redis\["c"\]\.use'),
+    ('[[redis]]\nname = "c"\nurl = "redis://127.0.0.1/0"\nbigkeys_sample = -1', r'redis\["c"\]\.bigkeys_sample'),
+    ('[[sqlite]]\nname = "s"\nhost = "h"\npath = "/x.db"\nvacuum_min_freelist_ratio = 1.5',
+     r'sqlite\["s"\]\.vacuum_min_freelist_ratio'),
+    ('[[audit]]\nname = "a"\nhost = "h"\npaths = ["/"]', "needs 'exclude'"),
+])
+def test_config_errors_name_the_field(body: str, problem: str) -> None:
+    from workers.config import parse_config
+    from workers.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=problem) as err:
+        parse_config(body + "\n")
+    assert str(err.value).startswith("maintd.toml:") and "\n" not in str(err.value)
