@@ -24,6 +24,9 @@ TASK_MODULES: tuple[str, ...] = (
     "tasks.backup",
     "tasks.watchdog",
     "tasks.incident",
+    "tasks.files",
+    "tasks.sqlite",
+    "tasks.redis",
 )
 
 

@@ -58,6 +58,13 @@ def cron_for(config: Config, task: str, target: str | None) -> str | None:
     return beat_schedule.DEFAULT_CRON.get(task)
 
 
+def missing_tasks() -> dict[str, str]:
+    """Default crons (``beat_schedule.DEFAULT_CRON``) whose task is not in the catalog: task → cron.
+    ``expand`` cannot schedule them; `maintd schedule` and `check-config` name each one."""
+    known = load_catalog()
+    return {task: cron for task, cron in sorted(beat_schedule.DEFAULT_CRON.items()) if task not in known}
+
+
 def expand(config: Config) -> list[Entry]:
     entries = []
     for spec in sorted(load_catalog().values(), key=lambda s: s.name):

@@ -43,9 +43,10 @@ def print_stop_grace(config: Config) -> None:
 def print_schedule(config: Config, seen: dict[tuple[str, str | None], float] | None = None) -> None:
     """The beat entries, then the entries that overlap on one target (at the durations ``seen`` in
     history, typical ones otherwise): the later one waits for the lock."""
-    from workers.schedule import expand, overlaps
+    from workers.schedule import expand, missing_tasks, overlaps
 
     entries = expand(config)
+    missing = missing_tasks()
     found = overlaps(config, entries, seen)
     flagged = {o.first for o in found} | {o.second for o in found}
     now = datetime.now(timezone.utc)
@@ -62,6 +63,10 @@ def print_schedule(config: Config, seen: dict[tuple[str, str | None], float] | N
             same = " (runs longer than its interval)" if o.first == o.second else ""
             print(f"  {o.second} at {o.second_at:%a %H:%M} overlaps {o.first} ({o.first_at:%a %H:%M}-"
                   f"{o.first_until:%H:%M}) on {o.scope}{same}")
+    if missing:
+        print(f"\n{len(missing)} default cron(s) in beat_schedule.py name a task that does not exist (not scheduled):")
+        for task, cron in missing.items():
+            print(f"  {task:40} {cron}")
 
 
 def _age(ts: datetime | None) -> str:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from workers.config.beat import BeatSection
+from workers.config.hygiene import AuditTarget, TmpTarget
 from workers.config.oversight import IncidentsSection, PingUrl, WatchdogSection
 from workers.config.secrets import Secret, SecretUrl
 from workers.config.targets import (
@@ -51,6 +52,8 @@ from workers.config.types import (
     default_host,
     parse_age,
 )
+
+KIND_OF.update({TmpTarget: "tmp", AuditTarget: "audit"})  # hygiene targets live in their own module
 
 
 class MaintdSection(Strict):
@@ -316,6 +319,8 @@ class Config(Strict):
     certificates: list[CertificateTarget] = Field(default_factory=list)
     logs: list[LogsTarget] = Field(default_factory=list)
     files: list[FilesTarget] = Field(default_factory=list)
+    tmp: list[TmpTarget] = Field(default_factory=list)
+    audit: list[AuditTarget] = Field(default_factory=list)
     watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
     incidents: IncidentsSection = Field(default_factory=IncidentsSection)
     # (source name, text) of the TOML this was parsed from: later checks name file and line.
@@ -359,5 +364,5 @@ __all__ = [
     "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget", "ResultsSection",
     "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection", "Strict", "Target",
     "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host", "parse_age",
-    "validate_cron", "IncidentsSection", "PingUrl", "WatchdogSection",
+    "validate_cron", "IncidentsSection", "PingUrl", "WatchdogSection", "TmpTarget", "AuditTarget",
 ]

@@ -236,6 +236,14 @@ class RedisTarget(Target):
     password: Secret | None = None
     broker: bool = False
     timeout_s: float = Field(default=5, gt=0, le=120)
+    # redis.stats: what the server is for ("cache" expects an LRU/LFU/TTL eviction policy, "store"
+    # noeviction; broker = true means "broker", noeviction too), SLOWLOG RESET after reading it
+    # (opt-in: it changes server state), LATENCY DOCTOR, and the bounded biggest-keys sample.
+    use: Literal["cache", "store", "broker"] | None = None
+    reset_slowlog: bool = False
+    latency_doctor: bool = False
+    bigkeys_sample: int = Field(default=1000, ge=0, le=100_000)  # keys sampled with MEMORY USAGE (0: off)
+    bigkeys_budget_s: float = Field(default=2, gt=0, le=60)
 
     @property
     def lock_scope(self) -> str:
@@ -264,6 +272,14 @@ class SqliteTarget(PinnedTarget):
     path: Path
     max_size_mb: float | None = Field(default=None, gt=0)
     busy_timeout_s: float = Field(default=5, gt=0)
+    # sqlite.optimize: VACUUM only when the free pages exceed this share of the file.
+    vacuum_min_freelist_ratio: float = Field(default=0.20, ge=0, le=1)
+    # VACUUM holds writers off while it rewrites the file: it runs only when its estimate (from a
+    # timed snapshot copy) fits in this many seconds (default: busy_timeout_s, what writers wait).
+    vacuum_max_lock_s: float | None = Field(default=None, gt=0)
+    # VACUUM INTO a copy and swap it in atomically, when no other process has the file open
+    # (an application stopped in the window); in-place VACUUM otherwise.
+    vacuum_into: bool = False
 
     @property
     def lock_scope(self) -> str:

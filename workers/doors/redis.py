@@ -182,3 +182,53 @@ def server_version(text: str) -> tuple[int, int] | None:
     """``Redis server v=7.0.15 sha=...`` → (7, 0)."""
     m = re.search(r"v=(\d+)\.(\d+)", text)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# --- redis.stats: read-only observations (SLOWLOG RESET only when the caller asks) -------------
+
+def slowlog_entries(conn: redis.Redis, limit: int = 128) -> list[dict[str, Any]]:
+    """The newest ``limit`` slowlog entries: id, start time, duration (µs) and the command
+    *name* only (arguments may hold data or secrets)."""
+    out = []
+    for e in conn.slowlog_get(limit):
+        cmd = e.get("command", b"")
+        name = (cmd.decode(errors="replace") if isinstance(cmd, bytes) else str(cmd)).split(" ", 1)[0].upper()
+        out.append({"id": int(e["id"]), "start_time": int(e["start_time"]), "duration_us": int(e["duration"]),
+                    "command": name})
+    return out
+
+
+def slowlog_reset(conn: redis.Redis) -> None:
+    conn.slowlog_reset()
+
+
+def latency_doctor(conn: redis.Redis) -> str:
+    text = conn.execute_command("LATENCY", "DOCTOR")
+    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+
+
+def sample_key_sizes(conn: redis.Redis, *, sample: int, budget_s: float, count: int = 1000) -> tuple[list[tuple[str, int]], int, bool]:
+    """``MEMORY USAGE`` of up to ``sample`` keys met by ``SCAN`` (``COUNT`` ≤ 1000 per call, so
+    each call is a short slice of server time) within ``budget_s``: ([(key, bytes)], keys
+    sampled, whole keyspace covered)."""
+    import time
+
+    deadline = time.monotonic() + budget_s
+    count = max(1, min(1000, count))
+    sizes: list[tuple[str, int]] = []
+    cursor, seen = 0, 0
+    while True:
+        cursor, keys = conn.scan(cursor=cursor, count=count)
+        keys = keys[: max(0, sample - seen)]
+        if keys:
+            pipe = conn.pipeline(transaction=False)
+            for k in keys:
+                pipe.memory_usage(k, samples=5)
+            for k, size in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(size, int):
+                    sizes.append((k.decode(errors="replace") if isinstance(k, bytes) else str(k), size))
+            seen += len(keys)
+        if cursor == 0:
+            return sizes, seen, True
+        if seen >= sample or time.monotonic() > deadline:
+            return sizes, seen, False

@@ -20,15 +20,17 @@ from urllib.request import pathname2url
 from workers.errors import PermanentError, TransientError
 
 
-def uri(path: Path, *, read_only: bool = True) -> str:
-    return f"file:{pathname2url(str(Path(path).resolve()))}" + ("?mode=ro" if read_only else "")
+def uri(path: Path, *, read_only: bool = True, must_exist: bool = False) -> str:
+    mode = "?mode=ro" if read_only else "?mode=rw" if must_exist else ""
+    return f"file:{pathname2url(str(Path(path).resolve()))}{mode}"
 
 
 def connect(path: Path, *, read_only: bool = True, busy_timeout_s: float = 5.0,
-            deadline: float | None = None) -> sqlite3.Connection:
+            deadline: float | None = None, must_exist: bool = False) -> sqlite3.Connection:
     """An autocommit connection (``isolation_level=None``); with ``deadline`` (monotonic) any
-    statement still running then is interrupted (``sqlite3.OperationalError: interrupted``)."""
-    conn = sqlite3.connect(uri(path, read_only=read_only), uri=True, timeout=busy_timeout_s,
+    statement still running then is interrupted (``sqlite3.OperationalError: interrupted``).
+    ``must_exist``: a read-write open that never creates a missing file."""
+    conn = sqlite3.connect(uri(path, read_only=read_only, must_exist=must_exist), uri=True, timeout=busy_timeout_s,
                            isolation_level=None, check_same_thread=False)
     if deadline is not None:
         # Returning non-zero interrupts the running statement: bounds checks of huge files.
@@ -85,3 +87,65 @@ def online_copy(source: Path, dest: Path, busy_timeout_s: float, read_only: bool
             src.backup(dst)
     except sqlite3.Error as exc:
         raise classify(exc, source) from None
+
+
+def wal_path(path: Path) -> Path:
+    return Path(f"{path}-wal")
+
+
+def file_stats(conn: sqlite3.Connection) -> dict[str, Any]:
+    """page_size, page_count, freelist_count, journal_mode of the open database (cheap: header reads)."""
+    out: dict[str, Any] = {}
+    for pragma in ("page_size", "page_count", "freelist_count", "journal_mode", "auto_vacuum"):
+        out[pragma] = conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+    return out
+
+
+def foreign_key_problems(conn: sqlite3.Connection, limit: int = 100) -> list[str]:
+    """``PRAGMA foreign_key_check``: one line per row whose parent is missing (first ``limit``)."""
+    out = []
+    for table, rowid, parent, fk in conn.execute("PRAGMA foreign_key_check"):
+        out.append(f"{table} rowid {rowid}: no parent row in {parent} (foreign key {fk})")
+        if len(out) >= limit:
+            break
+    return out
+
+
+def stepped_snapshot(source: Path, dest: Path, busy_timeout_s: float, deadline: float, pages: int = 256) -> None:
+    """Copy ``source`` into ``dest`` with the backup API ``pages`` at a time: between steps the
+    read lock is let go, so a writer of a rollback-journal database waits one step at most
+    (a write restarts the copy). Interrupted (TransientError) when not done by ``deadline``."""
+
+    def progress(_status: int, _remaining: int, _total: int) -> None:
+        if time.monotonic() > deadline:
+            raise TransientError(f"sqlite {source}: snapshot not finished in time (busy database)")
+
+    try:
+        with closing(sqlite3.connect(uri(source, read_only=True), uri=True, timeout=busy_timeout_s)) as src, \
+                closing(sqlite3.connect(dest, timeout=busy_timeout_s)) as dst:
+            src.backup(dst, pages=pages, progress=progress, sleep=0.005)
+    except sqlite3.Error as exc:
+        raise classify(exc, source) from None
+
+
+def read_time_s(path: Path, deadline: float) -> float:
+    """Seconds to read the file once (no SQLite lock taken): the floor of any copy of it."""
+    started = time.monotonic()
+    with open(path, "rb", buffering=0) as fh:
+        while fh.read(1 << 20):
+            if time.monotonic() > deadline:
+                break
+    return time.monotonic() - started
+
+
+def snapshot(source: Path, dest: Path, busy_timeout_s: float, deadline: float) -> str:
+    """A consistent copy of ``source`` that holds a writer up for at most half ``busy_timeout_s``:
+    one backup step (one read lock for the whole copy) when a copy is estimated to fit (twice
+    the time to read the file), else small steps that let go of the lock between them (a busy
+    database may then never finish: TransientError at ``deadline``). Returns the method used."""
+    estimate = 2 * read_time_s(source, deadline)
+    if estimate <= busy_timeout_s / 2:
+        online_copy(source, dest, busy_timeout_s)
+        return f"one-step copy (est. {estimate * 1000:.0f} ms)"
+    stepped_snapshot(source, dest, busy_timeout_s, deadline)
+    return "stepped copy"

@@ -1,0 +1,1 @@
+"""Host hygiene: temporary-file cleanup (``clean_tmp``) and permission audits (``audit``)."""

@@ -1,0 +1,1 @@
+"""SQLite upkeep: full integrity checks (``integrity``) and optimisation (``optimize``)."""
