@@ -14,6 +14,7 @@ from workers.config import (
     CertificateTarget,
     HostTarget,
     HttpTarget,
+    MetricTarget,
     PostgresTarget,
     RedisTarget,
     SqliteTarget,
@@ -59,6 +60,12 @@ def host(run: RunContext, target: HostTarget) -> Result:
 def certificates(run: RunContext, target: CertificateTarget) -> Result:
     """TLS certificate (PEM file or host:port): days until expiry."""
     return checks.certificates.check(target, run.config.thresholds)
+
+
+@maintenance_task("health.metric", impact="none", target="metrics", **LIMITS)
+def metric(run: RunContext, target: MetricTarget) -> Result:
+    """A configured metric (SQL, JSON field or Redis INFO field) against its warning/critical conditions."""
+    return checks.metric.check(target, run.config)
 
 
 @maintenance_task("health.overview", impact="none", **LIMITS)
