@@ -248,6 +248,9 @@ def build_parser() -> Parser:
     from workers.cli import incidents
 
     incidents.add_parsers(sub, Parser)
+    from workers.cli import report
+
+    report.add_parsers(sub, Parser)
     return p
 
 
