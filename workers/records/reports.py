@@ -69,14 +69,15 @@ class ReportQueries:
 
     def growth(self, since: datetime, until: datetime, limit: int = 10) -> list[dict[str, Any]]:
         """The series that grew most over the range (first and last point)."""
-        match = " OR ".join(f"(task = '{t}' AND metric LIKE '{m}')" for t, m in GROWTH)
+        match = " OR ".join(f"(task = %(t{i})s AND metric LIKE %(m{i})s)" for i in range(len(GROWTH)))
+        given = {f"{k}{i}": v for i, (t, m) in enumerate(GROWTH) for k, v in (("t", t), ("m", m))}
         return self._rows(
             "SELECT task, target, metric, first, last, last - first AS growth FROM ("
             " SELECT task, target, metric, (array_agg(value ORDER BY at))[1] AS first,"
             " (array_agg(value ORDER BY at DESC))[1] AS last FROM maintd_metric_points"
             f" WHERE at >= %(since)s AND at < %(until)s AND ({match}) GROUP BY 1, 2, 3) s"
             " WHERE last > first ORDER BY growth DESC LIMIT %(limit)s",
-            {"since": since, "until": until, "limit": limit})
+            {"since": since, "until": until, "limit": limit, **given})
 
     def latest_in(self, task: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
         """The newest finished run of ``task`` per target within the range."""
