@@ -20,7 +20,14 @@ from tasks.core.reports import synthetic, trend
 from tests.conftest import ConfigFactory, PgServer, maintd_cmd
 from tests.flower_support import CHROMEDRIVER, CHROMIUM, skip_without_browser
 from tests.report_history import CONFIG, generate
-from tests.test_alerts_support import SMTP_PASSWORD, SMTP_USER, CaptureServer, Pki, SmtpCapture, toml_str
+from tests.test_alerts_support import (
+    SMTP_PASSWORD,
+    SMTP_USER,
+    CaptureServer,
+    Pki,
+    SmtpCapture,
+    toml_str,
+)
 from tests.test_prune_history import fresh_results
 
 pytest_plugins = ["tests.test_alerts_support"]

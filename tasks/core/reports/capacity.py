@@ -5,7 +5,7 @@ Per series the checks and stats already record (database and table sizes from
 ``health.redis``, SQLite file size from ``health.sqlite``) over ``[reports] history_days``:
 a robust trend (``trend``: Theil–Sen after the last level shift, with the fit's error),
 the days until the configured limit, and the projection at 30 days and 6 months with a
-95 % band. A limit projected within ``warning_days`` (30) is a warning, within
+95 % band (percentages clamped to 0–100, sizes to 0 and up). A limit projected within ``warning_days`` (30) is a warning, within
 ``critical_days`` (7) critical.
 """
 
@@ -114,8 +114,9 @@ def project(kind: SeriesKind, target: str, metric: str, times: list[datetime], v
         return None
     limit = kind.limit(config)
     until = fit.days_until(limit) if limit is not None else None
-    at = {h: fit.at(fit.last_x + d) for h, d in HORIZONS.items()}
-    band = {h: fit.band(fit.last_x + d) for h, d in HORIZONS.items()}
+    clamp = (lambda v: min(100.0, max(0.0, v))) if kind.unit == "%" else (lambda v: max(0.0, v))
+    at = {h: clamp(fit.at(fit.last_x + d)) for h, d in HORIZONS.items()}
+    band = {h: (clamp(fit.band(fit.last_x + d)[0]), clamp(fit.band(fit.last_x + d)[1])) for h, d in HORIZONS.items()}
     shift = (t0 + timedelta(days=fit.shift_at)).isoformat() if fit.shift_at is not None else None
     p = Projection(kind.task, target, metric, kind.label, kind.unit, limit, fit.points, fit.current,
                    fit.slope_per_day, fit.sigma, until, at, band, shift, status_for(until, config))
@@ -127,8 +128,8 @@ def project(kind: SeriesKind, target: str, metric: str, times: list[datetime], v
         ylabel = "GB" if kind.unit == "bytes" else "%"
         bands = [fit.band(x) for x in xs]
         p.chart = charts.projection(p.name, times, [v * scale for v in values], future,
-                                    [fit.at(x) * scale for x in xs], [b[0] * scale for b in bands],
-                                    [b[1] * scale for b in bands], None if limit is None else limit * scale, ylabel)
+                                    [clamp(fit.at(x)) * scale for x in xs], [clamp(b[0]) * scale for b in bands],
+                                    [clamp(b[1]) * scale for b in bands], None if limit is None else limit * scale, ylabel)
     return p
 
 

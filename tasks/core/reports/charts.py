@@ -13,16 +13,20 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 
 import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 WIDTH_IN, HEIGHT_IN, DPI = 7.0, 2.6, 96
 COLORS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828", "line": "#1565c0", "band": "#90caf9"}
 
 
-def _figure(height: float = HEIGHT_IN) -> tuple[Figure, Axes]:
-    fig = plt.figure(figsize=(WIDTH_IN, height), dpi=DPI)
+def _figure(height: float = HEIGHT_IN, left: float = 0.1) -> tuple[Figure, Axes]:
+    # A bare Figure (no pyplot state to leak between runs in a long-lived worker) with fixed
+    # margins: tight_layout measures every text and costs more than the drawing.
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left, right=0.98, top=1 - 0.35 / height, bottom=0.5 / height)
     ax = fig.add_subplot(1, 1, 1)
     ax.grid(True, alpha=0.3)
     return fig, ax
@@ -35,9 +39,7 @@ def _dates(times: Sequence[datetime]) -> list[float]:
 
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -57,7 +59,7 @@ def line(title: str, times: Sequence[datetime], values: Sequence[float], *, ylab
 def bars(title: str, labels: Sequence[str], values: Sequence[float], *, xlabel: str = "",
          statuses: Sequence[str] | None = None) -> str:
     """Horizontal bars, one per label (coloured by status when given)."""
-    fig, ax = _figure(max(1.6, 0.35 * len(labels) + 0.9))
+    fig, ax = _figure(max(1.6, 0.35 * len(labels) + 0.9), left=0.32)
     colors = [COLORS.get(s, COLORS["line"]) for s in statuses] if statuses else COLORS["line"]
     ax.barh(list(labels)[::-1], list(values)[::-1], color=colors[::-1] if statuses else colors)
     ax.set_title(title)
