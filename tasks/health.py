@@ -53,7 +53,8 @@ def sqlite(run: RunContext, target: SqliteTarget) -> Result:
 @maintenance_task("health.host", impact="none", target="hosts", **LIMITS)
 def host(run: RunContext, target: HostTarget) -> Result:
     """Host: CPU, memory, disk usage of each mount, load per CPU."""
-    return checks.host.check(target, run.config.thresholds)
+    logs = {t.name: t.path for t in run.config.logs if t.host == target.host}
+    return checks.host.check(target, run.config.thresholds, logs)
 
 
 @maintenance_task("health.certificates", impact="none", target="certificates", **LIMITS)

@@ -191,3 +191,23 @@ def test_cli_report_weekly(config: ConfigFactory, pg_server: PgServer, tmp_path:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip() == (
         "maintd: error: --since 'last tuesday': not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
+
+
+def test_host_check_measures_log_dirs_and_disk_bytes(tmp_path: Path) -> None:
+    """The snapshots capacity reads: [[logs]] directory sizes and bytes used per mount."""
+    from tasks.core.health import host
+    from workers.config import HostTarget, Thresholds
+
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / "app.log").write_bytes(b"x" * 1000)
+    (logs / "old" / "app.log.1").write_bytes(b"y" * 500)
+    (logs / "link").symlink_to("/etc/hostname")  # not followed
+    result = host.check(HostTarget(name="h", mounts=["/"]), Thresholds(),
+                        {"app": logs, "gone": tmp_path / "missing"})
+    assert result.metrics["log_dirs"] == {"app": 1500}  # an unreadable directory is a gap, not a 0
+    assert result.metrics["disk_used_bytes"]["/"] > 0
+    from workers.records.metrics import flatten
+
+    flat = flatten(result.metrics)
+    assert flat["log_dirs.app"] == 1500.0 and "disks./" in flat

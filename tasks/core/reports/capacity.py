@@ -2,7 +2,8 @@
 
 Per series the checks and stats already record (database and table sizes from
 ``postgres.stats``, disk use per mount from ``health.host``, Redis memory from
-``health.redis``, SQLite file size from ``health.sqlite``) over ``[reports] history_days``:
+``health.redis``, SQLite file size from ``health.sqlite``, ``[[logs]]`` directory sizes from
+``health.host``) over ``[reports] history_days``:
 a robust trend (``trend``: Theil–Sen after the last level shift, with the fit's error),
 the days until the configured limit, and the projection at 30 days and 6 months with a
 95 % band (percentages clamped to 0–100, sizes to 0 and up). A limit projected within ``warning_days`` (30) is a warning, within
@@ -44,6 +45,7 @@ KINDS = (
     SeriesKind("health.redis", "memory_percent", "Redis memory of maxmemory", "%",
                lambda c: c.reports.redis_memory_percent_limit),
     SeriesKind("health.sqlite", "size_bytes", "SQLite file", "bytes", lambda c: c.reports.sqlite_bytes_limit),
+    SeriesKind("health.host", "log_dirs.%", "log directory", "bytes", lambda c: c.reports.logs_bytes_limit),
 )
 
 
@@ -75,7 +77,7 @@ class Projection:
     @property
     def name(self) -> str:
         what = self.metric.split(".", 1)[1].rsplit(".", 1)[0] if self.metric.startswith("tables.") else \
-            self.metric.split(".", 1)[1] if self.metric.startswith("disks.") else ""
+            self.metric.split(".", 1)[1] if self.metric.startswith(("disks.", "log_dirs.")) else ""
         return f"{self.label} {what} ({self.target})".replace("  ", " ") if what else f"{self.label} ({self.target})"
 
     def line(self) -> str:
