@@ -117,7 +117,6 @@ CREATE INDEX IF NOT EXISTS maintd_alert_deliveries_at ON maintd_alert_deliveries
     (4, "metric series: one point per (task, target, metric) of every finished run", """
 -- Every numeric metric of a run's Outcome, flattened to a dotted name ("disks./var",
 -- "tables.public.audit_logs.total_bytes"), written with the run's finish in one statement.
--- Read one series over a time range (reports, capacity): the primary key is that index.
 CREATE TABLE IF NOT EXISTS maintd_metric_points (
     task text NOT NULL,
     target text NOT NULL DEFAULT '',
@@ -125,7 +124,9 @@ CREATE TABLE IF NOT EXISTS maintd_metric_points (
     at timestamptz NOT NULL,
     run_id bigint NOT NULL,
     value double precision NOT NULL,
-    PRIMARY KEY (task, target, metric, at, run_id)
+    -- value included: one series over a time range is an index-only scan of adjacent leaf
+    -- pages, never a heap fetch per point (a series' points are spread over the whole heap).
+    PRIMARY KEY (task, target, metric, at, run_id) INCLUDE (value)
 );
 -- Pruning by age (maintd.prune_history).
 CREATE INDEX IF NOT EXISTS maintd_metric_points_at ON maintd_metric_points (at);
