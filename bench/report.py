@@ -153,6 +153,14 @@ def weekly_part(admin: str, rows: int, runs: int) -> None:
                 len(cur.fetchall())), transaction=False)
 
         page = report()
+        t = time.perf_counter()
+        gathered = weekly.gather(book, config, since, until, "bench", charts=False)
+        t_sql = time.perf_counter() - t
+        t = time.perf_counter()
+        weekly.capacity.assess(book, config, until, chart=True)
+        render.html(gathered, "bench")
+        t_charts = time.perf_counter() - t
+        print(f"  one run's parts: queries {t_sql:.2f} s, charts and HTML {t_charts:.2f} s")
         ours = median_ms(report, runs)
         theirs = median_ms(peer, runs)
         print(f"weekly report over {in_week} runs: {ours / 1000:.2f} s ({len(page) / 1e6:.1f} MB page,"
