@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.conftest import ConfigFactory, PgServer
 from tests.test_postgres_support import ctx
 from tests.test_prune_history import fresh_results
@@ -62,3 +64,14 @@ def test_prune_history_deletes_old_points(config: ConfigFactory, pg_server: PgSe
     assert "250 metric point(s)" in result.summary
     left = book.metrics.series("health.redis", "cache", "used_memory", now - timedelta(days=365))
     assert [p.value for p in left] == [7.0]
+
+
+def test_binned_series_keeps_lows_and_means(config: ConfigFactory, pg_server: PgServer) -> None:
+    book = fresh_results(config, pg_server)
+    since = datetime(2026, 11, 16, tzinfo=UTC)
+    for i in range(100):  # one reading a minute for 100 minutes, a dip to 40 at minute 70
+        book.metrics.record(task="health.overview", target=None, at=since + timedelta(minutes=i), run_id=i,
+                            values={"score": 40.0 if i == 70 else 100.0})
+    bins = book.metrics.binned("health.overview", None, "score", since, since + timedelta(minutes=100), bins=2)
+    assert [(b[0], b[1], b[3]) for b in bins] == [(since, 100.0, 50), (since + timedelta(minutes=50), 40.0, 50)]
+    assert bins[1][2] == pytest.approx((49 * 100 + 40) / 50)

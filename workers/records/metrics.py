@@ -98,6 +98,23 @@ class MetricSeries:
 
         return self.db.execute(do, transaction=False)
 
+    def binned(self, task: str, target: str | None, metric: str, since: datetime, until: datetime,
+               bins: int = 500) -> list[tuple[datetime, float, float, int]]:
+        """One series over [since, until) in at most ``bins`` time buckets: (bucket start, lowest,
+        mean, points) each, oldest first — a week of 5-second readings charts as 500 points."""
+        width_s = max(1.0, (until - since).total_seconds() / bins)
+        sql = ("SELECT %(since)s::timestamptz + make_interval(secs => floor(extract(epoch FROM at - %(since)s)"
+               " / %(w)s) * %(w)s) AS bucket, min(value), avg(value),"
+               " count(*) FROM maintd_metric_points WHERE task = %(task)s AND target = %(target)s"
+               " AND metric = %(metric)s AND at >= %(since)s AND at < %(until)s GROUP BY 1 ORDER BY 1")
+
+        def do(cur: psycopg2.extensions.cursor) -> list[tuple[datetime, float, float, int]]:
+            cur.execute(sql, {"w": width_s, "task": task, "target": target or "", "metric": metric,
+                              "since": since, "until": until})
+            return [(b, float(lo), float(avg), int(n)) for b, lo, avg, n in cur.fetchall()]
+
+        return self.db.execute(do, transaction=False)
+
     def names(self, task: str, since: datetime, like: str = "%") -> list[tuple[str, str]]:
         """The (target, metric) pairs of ``task`` with points since ``since`` matching ``like``."""
         sql = ("SELECT DISTINCT target, metric FROM maintd_metric_points WHERE task = %s AND at >= %s"

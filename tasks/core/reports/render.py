@@ -77,11 +77,10 @@ def html(data: WeeklyData, title: str) -> str:
 
     parts.append("<h2>Health score</h2>")
     if data.score:
-        values = [v for _, v in data.score]
-        parts.append(_img(charts.line("health.overview score", [t for t, _ in data.score], values, ylabel="score"),
-                          "health score chart"))
-        parts.append(f"<p>Mean {sum(values) / len(values):.1f}, lowest {min(values):g}, latest {values[-1]:g}"
-                     f" ({len(values)} readings).</p>")
+        parts.append(_img(charts.line("health.overview score (lowest per interval)", [b[0] for b in data.score],
+                                      [b[1] for b in data.score], ylabel="score"), "health score chart"))
+        mean, lowest, readings = _score(data)
+        parts.append(f"<p>Mean {mean:.1f}, lowest {lowest:g} ({readings} readings).</p>")
     else:
         parts.append("<p class=\"muted\">No health.overview runs this week.</p>")
 
@@ -133,6 +132,12 @@ def html(data: WeeklyData, title: str) -> str:
     return "\n".join(parts)
 
 
+def _score(data: WeeklyData) -> tuple[float, float, int]:
+    """(mean, lowest, readings) of the week's score from its buckets."""
+    readings = sum(b[3] for b in data.score)
+    return sum(b[2] * b[3] for b in data.score) / max(readings, 1), min(b[1] for b in data.score), readings
+
+
 def _head(title: str) -> str:
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>")
@@ -171,8 +176,8 @@ def text(data: WeeklyData, title: str, path: str | None = None) -> str:
         lines.append(f"Availability: lowest {worst['percent']:.2f}% ({worst['task']}[{worst['target']}]),"
                      f" {sum(1 for a in avail if a['percent'] >= 99.9)}/{len(avail)} checks at 99.9% or better")
     if data.score:
-        values = [v for _, v in data.score]
-        lines.append(f"Health score: mean {sum(values) / len(values):.1f}, lowest {min(values):g}")
+        mean, lowest, _ = _score(data)
+        lines.append(f"Health score: mean {mean:.1f}, lowest {lowest:g}")
     lines.append(f"Failures: {sum(int(f['runs']) for f in data.failures)} run(s)"
                  + (": " + "; ".join(f"{f['task']}[{f['target']}] {f['status']} x{f['runs']}" for f in data.failures[:3])
                     if data.failures else ""))

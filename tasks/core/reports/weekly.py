@@ -27,7 +27,7 @@ class WeeklyData:
     until: datetime
     host: str
     availability: list[dict[str, Any]] = field(default_factory=list)
-    score: list[tuple[datetime, float]] = field(default_factory=list)
+    score: list[tuple[datetime, float, float, int]] = field(default_factory=list)  # (bucket, lowest, mean, n)
     failures: list[dict[str, Any]] = field(default_factory=list)
     maintenance: list[dict[str, Any]] = field(default_factory=list)
     work_totals: list[dict[str, Any]] = field(default_factory=list)
@@ -83,7 +83,7 @@ def gather(book: Records, config: Config, since: datetime, until: datetime, host
     q = book.reports
     data = WeeklyData(since, until, host)
     data.availability = availability(q.availability(since, until))
-    data.score = [(p.at, p.value) for p in book.metrics.series("health.overview", None, "score", since, until)]
+    data.score = book.metrics.binned("health.overview", None, "score", since, until)
     data.failures = q.failures(since, until)
     data.maintenance = q.maintenance(since, until)
     data.work_totals = q.work_totals(since, until)
