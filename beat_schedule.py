@@ -32,6 +32,7 @@ DEFAULT_CRON: dict[str, str] = {
     "health.sqlite": "*/5 * * * *",
     "health.host": "*/5 * * * *",
     "health.certificates": "0 6 * * *",
+    "health.metric": "*/5 * * * *",
     "health.overview": "1-59/5 * * * *",  # a minute after the checks it folds
     # postgres: nightly optimisation (retention → vacuum → analyze), weekly rewrite and reindex on Sunday
     "postgres.analyze": "30 3 * * *",

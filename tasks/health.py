@@ -14,6 +14,7 @@ from workers.config import (
     CertificateTarget,
     HostTarget,
     HttpTarget,
+    MetricTarget,
     PostgresTarget,
     RedisTarget,
     SqliteTarget,
@@ -52,13 +53,20 @@ def sqlite(run: RunContext, target: SqliteTarget) -> Result:
 @maintenance_task("health.host", impact="none", target="hosts", **LIMITS)
 def host(run: RunContext, target: HostTarget) -> Result:
     """Host: CPU, memory, disk usage of each mount, load per CPU."""
-    return checks.host.check(target, run.config.thresholds)
+    logs = {t.name: t.path for t in run.config.logs if t.host == target.host}
+    return checks.host.check(target, run.config.thresholds, logs)
 
 
 @maintenance_task("health.certificates", impact="none", target="certificates", **LIMITS)
 def certificates(run: RunContext, target: CertificateTarget) -> Result:
     """TLS certificate (PEM file or host:port): days until expiry."""
     return checks.certificates.check(target, run.config.thresholds)
+
+
+@maintenance_task("health.metric", impact="none", target="metrics", **LIMITS)
+def metric(run: RunContext, target: MetricTarget) -> Result:
+    """A configured metric (SQL, JSON field or Redis INFO field) against its warning/critical conditions."""
+    return checks.metric.check(target, run.config)
 
 
 @maintenance_task("health.overview", impact="none", **LIMITS)

@@ -43,6 +43,7 @@ def test_slow_queries_with_extension(config: ConfigFactory, target_db: str) -> N
     assert "pg_sleep" in top["query"] and top["calls"] == 3 and top["mean_ms"] >= 50
     assert len(result.metrics["by_mean"]) <= 3 and result.metrics["by_total"]
     assert result.status == "warning"  # mean 50 ms > warning 20 ms
+    assert top["p95_ms"] >= top["mean_ms"] and top["stddev_ms"] >= 0  # estimated from the stddev
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ TASK_MODULES: tuple[str, ...] = (
     "tasks.files",
     "tasks.sqlite",
     "tasks.redis",
+    "tasks.reports",
 )
 
 

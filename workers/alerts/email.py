@@ -40,6 +40,10 @@ def message(channel: AlertChannel, alert: Alert) -> EmailMessage:
         + (f"Incident: {alert.incident} (snapshot: maintd incidents show {alert.incident})\n" if alert.incident else "")
         + f"\n{alert.summary}\n"
     )
+    if alert.html is not None:  # a report: readable inline, and kept as a file
+        msg.add_alternative(alert.html, subtype="html")
+        msg.add_attachment(alert.html.encode("utf-8"), maintype="text", subtype="html",
+                           filename=alert.attachment_name or "report.html")
     return msg
 
 

@@ -10,7 +10,7 @@ from workers.records.outcome import SEVERITY_RANK
 
 __all__ = ["SEVERITY_RANK", "Alert", "DeliveryError", "KINDS"]
 
-KINDS = ("problem", "recovery", "reminder", "test")
+KINDS = ("problem", "recovery", "reminder", "test", "report")
 
 
 class DeliveryError(MaintdError):
@@ -29,11 +29,15 @@ class Alert:
     host: str
     at: str  # ISO 8601, UTC
     incident: int | None = None  # the incident opened for this change to critical (incident.capture)
+    # A report (kind "report"): the HTML page, sent inline and attached by email (other channels
+    # carry ``summary``, which names where the file was written).
+    html: str | None = None
+    attachment_name: str | None = None
 
     @property
     def title(self) -> str:
         label = {"problem": self.severity.upper(), "recovery": "RECOVERED",
-                 "reminder": f"STILL {self.severity.upper()}", "test": "TEST"}[self.kind]
+                 "reminder": f"STILL {self.severity.upper()}", "test": "TEST", "report": "REPORT"}[self.kind]
         return f"[maintd] {label}: {self.subject}{self.incident_note}"
 
     @property
@@ -50,4 +54,7 @@ class Alert:
         return f"{self.title}: {self.summary} (host {self.host}, {self.at})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "title": self.title}
+        out = {**asdict(self), "title": self.title}
+        out.pop("html")  # the page travels by email; webhooks get the summary and path
+        out.pop("attachment_name")
+        return out

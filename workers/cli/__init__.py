@@ -260,6 +260,9 @@ def build_parser() -> Parser:
     from workers.cli import incidents
 
     incidents.add_parsers(sub, Parser)
+    from workers.cli import report
+
+    report.add_parsers(sub, Parser)
 
     s = sub.add_parser("completion", help="print the shell completion hook: eval \"$(maintd completion bash)\"")
     s.add_argument("shell", choices=options.SHELLS)

@@ -23,6 +23,12 @@ from pydantic import (
 from workers.config.beat import BeatSection
 from workers.config.hygiene import AuditTarget, TmpTarget
 from workers.config.oversight import IncidentsSection, PingUrl, WatchdogSection
+from workers.config.reporting import (
+    HealthSection,
+    MetricTarget,
+    ReportsSection,
+    resolve_metric_sources,
+)
 from workers.config.secrets import Secret, SecretUrl
 from workers.config.targets import (
     KIND_OF,
@@ -323,8 +329,16 @@ class Config(Strict):
     audit: list[AuditTarget] = Field(default_factory=list)
     watchdog: WatchdogSection = Field(default_factory=WatchdogSection)
     incidents: IncidentsSection = Field(default_factory=IncidentsSection)
+    metrics: list[MetricTarget] = Field(default_factory=list)
+    health: HealthSection = Field(default_factory=HealthSection)
+    reports: ReportsSection = Field(default_factory=ReportsSection)
     # (source name, text) of the TOML this was parsed from: later checks name file and line.
     _origin: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _metric_sources(self) -> Config:
+        resolve_metric_sources(self)
+        return self
 
     @property
     def origin(self) -> tuple[str, str] | None:
@@ -364,5 +378,6 @@ __all__ = [
     "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget", "ResultsSection",
     "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection", "Strict", "Target",
     "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host", "parse_age",
-    "validate_cron", "IncidentsSection", "PingUrl", "WatchdogSection", "TmpTarget", "AuditTarget",
+    "validate_cron", "IncidentsSection", "HealthSection", "MetricTarget", "ReportsSection", "PingUrl", "WatchdogSection",
+    "TmpTarget", "AuditTarget",
 ]

@@ -22,6 +22,8 @@ from workers.records.celery_results import CeleryResults
 from workers.records.connection import ResultsDatabase
 from workers.records.deferred import DeferredRuns
 from workers.records.incidents import IncidentLog
+from workers.records.metrics import MetricSeries
+from workers.records.reports import ReportQueries
 from workers.records.runs import RunLog
 from workers.records.watch import WatchLog
 
@@ -40,6 +42,8 @@ class Records:
         self.watch = WatchLog(self.db)
         self.incidents = IncidentLog(self.db)
         self.celery_results = CeleryResults(self.db)
+        self.metrics = MetricSeries(self.db)
+        self.reports = ReportQueries(self.db)
 
     def execute(self, fn: Callable[[psycopg2.extensions.cursor], T], transaction: bool = True) -> T:
         return self.db.execute(fn, transaction)

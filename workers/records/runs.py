@@ -17,6 +17,7 @@ from typing import Any
 import psycopg2.extensions
 
 from workers.records.connection import ResultsDatabase
+from workers.records.metrics import POINTS_INSERT, points_params
 
 RUN_COLUMNS = ("id", "task_id", "task", "target", "status", "summary", "metrics", "actions", "dry_run",
                "impact", "host", "worker", "attempt", "error", "started_at", "finished_at", "duration_s",
@@ -88,11 +89,15 @@ class RunLog:
 
     def finish(self, run_id: int, *, status: str, summary: str, metrics: dict[str, Any],
                actions: list[str], error: str | None, finished_at: datetime, duration_s: float) -> None:
+        names, values = points_params(metrics)
+        # One statement: the run's end and its metric points (workers.records.metrics).
         self.db.execute(lambda cur: cur.execute(
-            "UPDATE maintd_runs SET status=%s, summary=%s, metrics=%s, actions=%s, error=%s,"
-            " finished_at=%s, duration_s=%s WHERE id=%s",
-            (status, summary, json.dumps(metrics, default=str), json.dumps(actions), error,
-             finished_at, duration_s, run_id),
+            "WITH r AS (UPDATE maintd_runs SET status=%(status)s, summary=%(summary)s, metrics=%(metrics)s,"
+            " actions=%(actions)s, error=%(error)s, finished_at=%(finished_at)s, duration_s=%(duration_s)s"
+            " WHERE id=%(id)s RETURNING id, task, target, finished_at)" + POINTS_INSERT,
+            {"status": status, "summary": summary, "metrics": json.dumps(metrics, default=str),
+             "actions": json.dumps(actions), "error": error, "finished_at": finished_at,
+             "duration_s": duration_s, "id": run_id, "metric_names": names, "metric_values": values},
         ), transaction=False)
 
     def record(self, *, task_id: str, task: str, target: str | None, status: str, summary: str, impact: str,
@@ -104,13 +109,19 @@ class RunLog:
         duration = round((finished_at - started_at).total_seconds(), 3)
 
         def do(cur: psycopg2.extensions.cursor) -> int:
+            names, values = points_params(metrics or {})
             cur.execute(
-                "INSERT INTO maintd_runs (task_id, task, target, status, summary, metrics, actions, dry_run,"
-                " impact, host, worker, attempt, error, started_at, finished_at, duration_s, entry, origin)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                (task_id, task, target, status, summary, json.dumps(metrics or {}, default=str),
-                 json.dumps(actions or []), dry_run, impact, host, worker, attempt, error, started_at,
-                 finished_at, duration, entry, origin))
+                "WITH r AS (INSERT INTO maintd_runs (task_id, task, target, status, summary, metrics, actions,"
+                " dry_run, impact, host, worker, attempt, error, started_at, finished_at, duration_s, entry, origin)"
+                " VALUES (%(task_id)s, %(task)s, %(target)s, %(status)s, %(summary)s, %(metrics)s, %(actions)s,"
+                " %(dry_run)s, %(impact)s, %(host)s, %(worker)s, %(attempt)s, %(error)s, %(started_at)s,"
+                " %(finished_at)s, %(duration_s)s, %(entry)s, %(origin)s) RETURNING id, task, target, finished_at),"
+                " p AS (" + POINTS_INSERT.strip() + ") SELECT id FROM r",
+                {"task_id": task_id, "task": task, "target": target, "status": status, "summary": summary,
+                 "metrics": json.dumps(metrics or {}, default=str), "actions": json.dumps(actions or []),
+                 "dry_run": dry_run, "impact": impact, "host": host, "worker": worker, "attempt": attempt,
+                 "error": error, "started_at": started_at, "finished_at": finished_at, "duration_s": duration,
+                 "entry": entry, "origin": origin, "metric_names": names, "metric_values": values})
             row = cur.fetchone()
             assert row is not None
             return int(row[0])

@@ -114,6 +114,23 @@ CREATE INDEX IF NOT EXISTS maintd_runs_started_at ON maintd_runs (started_at);
 CREATE INDEX IF NOT EXISTS maintd_runs_running ON maintd_runs (started_at) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS maintd_alert_deliveries_at ON maintd_alert_deliveries (at);
 """),
+    (4, "metric series: one point per (task, target, metric) of every finished run", """
+-- Every numeric metric of a run's Outcome, flattened to a dotted name ("disks./var",
+-- "tables.public.audit_logs.total_bytes"), written with the run's finish in one statement.
+CREATE TABLE IF NOT EXISTS maintd_metric_points (
+    task text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    metric text NOT NULL,
+    at timestamptz NOT NULL,
+    run_id bigint NOT NULL,
+    value double precision NOT NULL,
+    -- value included: one series over a time range is an index-only scan of adjacent leaf
+    -- pages, never a heap fetch per point (a series' points are spread over the whole heap).
+    PRIMARY KEY (task, target, metric, at, run_id) INCLUDE (value)
+);
+-- Pruning by age (maintd.prune_history).
+CREATE INDEX IF NOT EXISTS maintd_metric_points_at ON maintd_metric_points (at);
+"""),
 )
 LATEST = MIGRATIONS[-1][0]
 _SCHEMA_LOCK = 0x6D61696E7464  # "maintd": serialises concurrent migrations

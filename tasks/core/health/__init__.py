@@ -8,6 +8,6 @@ inside its task's soft time limit.
 
 from __future__ import annotations
 
-from tasks.core.health import certificates, host, http, overview, postgres, redis, sqlite
+from tasks.core.health import certificates, host, http, metric, overview, postgres, redis, sqlite
 
-__all__ = ["certificates", "host", "http", "overview", "postgres", "redis", "sqlite"]
+__all__ = ["certificates", "host", "http", "metric", "overview", "postgres", "redis", "sqlite"]

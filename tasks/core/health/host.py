@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -41,10 +42,13 @@ class HostSnapshot:
     disks: dict[str, float] = field(default_factory=dict)  # mount -> percent used
     missing_mounts: list[str] = field(default_factory=list)
     uptime_s: float = 0.0
+    disk_used_bytes: dict[str, int] = field(default_factory=dict)  # mount -> bytes used (capacity trends)
 
     @property
     def load_per_cpu(self) -> float:
         return round(self.load[1] / max(1, self.cpus), 2)
+
+LOG_DIRS_BUDGET_S = 5.0  # all [[logs]] directories of the host together
 
 
 def real_mounts() -> list[str]:
@@ -63,10 +67,12 @@ def real_mounts() -> list[str]:
 def collect(target: HostTarget) -> HostSnapshot:
     mounts = list(target.mounts) or real_mounts()
     disks: dict[str, float] = {}
+    used: dict[str, int] = {}
     missing: list[str] = []
     for mount in mounts:
         try:
-            disks[mount] = round(psutil.disk_usage(mount).percent, 1)
+            usage = psutil.disk_usage(mount)
+            disks[mount], used[mount] = round(usage.percent, 1), int(usage.used)
         except OSError:
             missing.append(mount)
     cpu = psutil.cpu_percent(interval=CPU_SAMPLE_S)
@@ -75,6 +81,7 @@ def collect(target: HostTarget) -> HostSnapshot:
         memory_percent=round(psutil.virtual_memory().percent, 1), cpus=psutil.cpu_count() or 1,
         load=tuple(round(x, 2) for x in os.getloadavg()),  # type: ignore[arg-type]
         disks=disks, missing_mounts=missing, uptime_s=round(time.time() - psutil.boot_time()),
+        disk_used_bytes=used,
     )
 
 
@@ -98,13 +105,38 @@ def assess(snap: HostSnapshot, thresholds: Thresholds) -> Result:
     metrics: dict[str, Any] = {
         "hostname": snap.hostname, "cpu_percent": snap.cpu_percent, "memory_percent": snap.memory_percent,
         "disk_percent": fullest[1] if fullest else None, "disks": snap.disks,
+        "disk_used_bytes": snap.disk_used_bytes,
         "missing_mounts": snap.missing_mounts, "load_1": snap.load[0], "load_5": snap.load[1],
         "load_15": snap.load[2], "cpus": snap.cpus, "load_per_cpu": snap.load_per_cpu, "uptime_s": snap.uptime_s,
     }
     return found.result(headline, metrics)
 
 
-def check(target: HostTarget, thresholds: Thresholds) -> Result:
-    """Measure the machine this worker runs on (the target's host, by routing)."""
+def dir_bytes(path: Path, deadline: float, max_entries: int = 200_000) -> int | None:
+    """Bytes of the regular files under ``path`` (symlinks not followed); None when it cannot
+    be read or the walk would not end in time (a size trend then has a gap, not a wrong point)."""
+    total, seen, stack = 0, 0, [path]
+    try:
+        while stack:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > max_entries or time.monotonic() > deadline:
+                        return None
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return None
+    return total
+
+
+def check(target: HostTarget, thresholds: Thresholds, log_dirs: dict[str, Path] | None = None) -> Result:
+    """Measure the machine this worker runs on (the target's host, by routing), and the size of
+    the ``[[logs]]`` directories that live on it (for the capacity forecast)."""
     result = assess(collect(target), thresholds)
-    return Result(result.status, result.summary, {**result.metrics, "target_host": target.host})
+    deadline = time.monotonic() + LOG_DIRS_BUDGET_S
+    sizes = {name: dir_bytes(path, deadline) for name, path in sorted((log_dirs or {}).items())}
+    extra = {"log_dirs": {k: v for k, v in sizes.items() if v is not None}} if sizes else {}
+    return Result(result.status, result.summary, {**result.metrics, **extra, "target_host": target.host})

@@ -11,6 +11,9 @@ reporting is itself a problem. A configured target with no run yet is ``unknown`
 does not count (a fresh install is not degraded; the watchdog reports missed runs).
 Results of targets no longer configured are ignored.
 
+Score thresholds (``[health] score_warning``/``score_critical``): a score below one makes the
+outcome at least that severe (002: < 95 warning, < 90 critical; 004: < 80).
+
 Score: the mean over counted services of 100 (healthy), 50 (degraded or stale) and 0
 (unhealthy); 100 when nothing is counted. Overall: unhealthy if any service is,
 degraded if any is degraded or stale, else healthy.
@@ -24,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from workers.config import Config
-from workers.records.outcome import Result
+from workers.records.outcome import Result, worst
 from workers.schedule import cron_for, interval_s
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "health.sqlite": ("sqlite", "SQLite"),
     "health.host": ("hosts", "Host"),
     "health.certificates": ("certificates", "Certificate"),
+    "health.metric": ("metrics", "Metric"),
 }
 STALE_INTERVALS = 3
 SERVICE_STATUS = {"ok": "healthy", "warning": "degraded", "critical": "unhealthy", "failed": "unhealthy"}
@@ -136,4 +140,12 @@ def check(rows: list[dict[str, Any]], config: Config, now: datetime) -> Result:
     if worst_first:
         shown = "; ".join(f"{s['service_name']}: {s['summary'][:120]}" for s in worst_first[:3])
         summary += f" — {shown}" + (f" (+{len(worst_first) - 3} more)" if len(worst_first) > 3 else "")
-    return Result(OVERALL_STATUS[doc["overall_status"]], summary, doc)
+    status = OVERALL_STATUS[doc["overall_status"]]
+    health = config.health
+    for level, floor in (("critical", health.score_critical), ("warning", health.score_warning)):
+        if floor is not None and doc["score"] < floor:
+            doc["score_status"] = level
+            summary += f"; score {doc['score']:g} below the {level} threshold {floor:g}"
+            status = worst((status, level))
+            break
+    return Result(status, summary, doc)

@@ -1,6 +1,6 @@
 """``maintd.prune_history``: maintd's own records do not grow without bound.
 
-Runs (``maintd_runs``) and alert deliveries older than ``[history] keep_days`` (90) are
+Runs (``maintd_runs``), alert deliveries and metric points (``maintd_metric_points``) older than ``[history] keep_days`` (90) are
 deleted in short batches, oldest first; the newest row and the newest finding of every
 (task, target) stay whatever their age (``maintd status`` and ``health.overview`` still know
 the last word on a target that has not run for months), and so does the newest delivery per
@@ -48,6 +48,8 @@ def steps(book: Records, now: datetime, keep_days: int, results_keep_days: int, 
                                         " (the newest per task, target, channel and kind kept)",
              lambda: book.alerts.prune_deliveries(cutoff, keep_deliveries, batch),
              lambda: book.alerts.prunable_deliveries(cutoff, keep_deliveries)),
+        Step("maintd_metric_points", f"DELETE FROM maintd_metric_points WHERE at < '{cutoff:%Y-%m-%d %H:%M}Z'",
+             lambda: book.metrics.prune(cutoff, batch), lambda: book.metrics.prunable(cutoff)),
     ]
     for table in book.celery_results.existing():
         out.append(Step(table, f"DELETE FROM {table} WHERE date_done < '{results_cutoff:%Y-%m-%d %H:%M}Z'",
@@ -89,7 +91,9 @@ def _result(done: Pruned, keep_days: int, results_keep_days: int, dry_run: bool)
     verb = "would delete" if dry_run else "deleted"
     runs, deliveries = done.counts.get("maintd_runs", 0), done.counts.get("maintd_alert_deliveries", 0)
     results = sum(v for k, v in done.counts.items() if k.startswith("celery_"))
-    summary = (f"{verb} {runs} run(s) and {deliveries} alert deliveries older than {keep_days} days,"
+    points = done.counts.get("maintd_metric_points", 0)
+    summary = (f"{verb} {runs} run(s), {deliveries} alert deliveries and {points} metric point(s)"
+               f" older than {keep_days} days,"
                f" {results} Celery result(s) older than {results_keep_days} days")
     metrics = {"deleted" if not dry_run else "would_delete": done.counts, "keep_days": keep_days,
                "results_keep_days": results_keep_days}

@@ -1,0 +1,1 @@
+"""reports.weekly and reports.capacity (Celery-free): trends, charts, rendering, delivery."""
