@@ -12,7 +12,7 @@ import zstandard
 
 from tasks.core.backup.store import BackupStore, ObjectWriter
 from workers.errors import PermanentError
-from workers.records.outcome import checkpoint
+from workers.records.outcome import checkpoint, progress
 
 CHUNK = 1024 * 1024
 
@@ -69,6 +69,8 @@ class CompressingWriter:
         checkpoint()  # the run's target lock lost: stop before the next chunk (LockLostError)
         self.raw_size += len(data)
         self._z.write(data)
+        # the total of a stream being made is not known: bytes so far (the bar shows how much, not an ETA)
+        progress(f"back up {self.name}", done=self.raw_size, unit="bytes")
         return len(data)
 
     def finish(self) -> ObjectInfo:
@@ -113,6 +115,7 @@ class VerifiedReader:
             self.finish(decompress_error=str(exc))
             raise CorruptObject(f"{self.key}: does not decompress: {exc}") from None
         self.raw_size += len(data)
+        progress(f"read {self.key}", done=self.raw_size, total=self.info.raw_size or None, unit="bytes")
         return data
 
     def readable(self) -> bool:
