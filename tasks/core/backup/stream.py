@@ -57,12 +57,15 @@ class CompressingWriter:
     """Compresses what is written into ``writer``; ``finish()`` ends the frame and
     returns the ``ObjectInfo`` (the caller then commits the writer)."""
 
-    def __init__(self, writer: ObjectWriter, name: str, fmt: str, level: int = 3, threads: int = 2) -> None:
+    def __init__(self, writer: ObjectWriter, name: str, fmt: str, level: int = 3, threads: int = 2,
+                 tuning: dict[str, int] | None = None) -> None:
         self.name = name
         self.format = fmt
         self.raw_size = 0
         self._sink = _HashingSink(writer)
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True,
+                                                                **(tuning or {}))
+        cctx = zstandard.ZstdCompressor(compression_params=params)
         self._z = cctx.stream_writer(self._sink, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
 
     def write(self, data: bytes | memoryview) -> int:
