@@ -11,12 +11,13 @@ import os
 import pty
 import select
 import subprocess
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ConfigFactory, maintd_cmd
+from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
 from workers.cli.progress import ProgressDisplay, bar
 from workers.records.progress import ProgressMeter, line
 
@@ -30,7 +31,7 @@ class Clock:
 
 
 def test_published_at_most_once_a_second_with_eta_and_percent() -> None:
-    clock, sent = Clock(), []
+    clock, sent = Clock(), list[dict[str, Any]]()
     meter = ProgressMeter(sent.append, clock=clock)
     assert meter.report("delete", done=0, total=1000) is not None  # the first report goes out at once
     for i in range(1, 8):  # seven more within 0.875 s: none published
@@ -122,9 +123,33 @@ def test_progress_state_bar_and_lines_from_a_real_worker(config: ConfigFactory, 
     _hold_config(config, target_db)
     start_worker(role="db")
 
-    # 1. The result backend (what Flower's task page and AsyncResult read) sees PROGRESS with the meta.
+    # 1. The result backend (AsyncResult) sees PROGRESS with the meta; Flower's events carry it.
+    from celery.events.state import State
+
+    from workers.app import app
     from workers.dispatch import dispatch
 
+    flower = State()  # what Flower builds its task list from
+    events: list[dict[str, Any]] = []
+    flower_states: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        flower.event(event)
+        if event.get("uuid") in flower.tasks:
+            flower_states.append(flower.tasks[event["uuid"]].state)
+
+    def listen() -> None:
+        with app.connection_for_read() as conn:
+            recv = app.events.Receiver(conn, handlers={"*": on_event})
+            try:
+                recv.capture(limit=None, timeout=HOLD_S + 30, wakeup=True)
+            except (TimeoutError, OSError):
+                pass
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(1.0)  # the receiver's queue is bound before the run starts
     result = dispatch("maintd.hold", "main", {"seconds": HOLD_S})
     seen: list[dict[str, Any]] = []
     end = time.monotonic() + 60
@@ -141,6 +166,13 @@ def test_progress_state_bar_and_lines_from_a_real_worker(config: ConfigFactory, 
     assert result.state == "SUCCESS"
     assert outcome["status"] == "ok" and outcome["summary"] == f"held main for {HOLD_S:.1f}s"
     assert outcome["metrics"] == {"seconds": HOLD_S} and "step" not in outcome
+    wait_until(lambda: any(e["type"] == "task-succeeded" and e["uuid"] == result.id for e in events), 30,
+               "the run's terminal event")
+    progress = [e for e in events if e["type"] == "task-progress" and e["uuid"] == result.id]
+    assert progress and progress[-1]["progress"]["step"] == "hold main"
+    assert progress[-1]["result"].startswith("hold main: ") and " of 4 seconds" in progress[-1]["result"]
+    assert "PROGRESS" in flower_states  # Flower's state while it ran
+    assert flower.tasks[result.id].state == "SUCCESS"  # the verdict (ok) follows the PROGRESS state
 
     # 2. `maintd run --wait` on a terminal: a bar redrawn in place, then the Outcome.
     master, slave = pty.openpty()
