@@ -92,7 +92,7 @@ def test_bar_and_lines() -> None:
 
 # --- a real worker ---------------------------------------------------------------------------
 
-HOLD_S = 4
+HOLD_S = 5
 
 
 def _hold_config(config: ConfigFactory, target_db: str) -> None:
@@ -139,9 +139,12 @@ def test_progress_state_bar_and_lines_from_a_real_worker(config: ConfigFactory, 
         if event.get("uuid") in flower.tasks:
             flower_states.append(flower.tasks[event["uuid"]].state)
 
+    receivers: list[Any] = []
+
     def listen() -> None:
         with app.connection_for_read() as conn:
             recv = app.events.Receiver(conn, handlers={"*": on_event})
+            receivers.append(recv)
             try:
                 recv.capture(limit=None, timeout=HOLD_S + 30, wakeup=True)
             except (TimeoutError, OSError):
@@ -170,7 +173,10 @@ def test_progress_state_bar_and_lines_from_a_real_worker(config: ConfigFactory, 
                "the run's terminal event")
     progress = [e for e in events if e["type"] == "task-progress" and e["uuid"] == result.id]
     assert progress and progress[-1]["progress"]["step"] == "hold main"
-    assert progress[-1]["result"].startswith("hold main: ") and " of 4 seconds" in progress[-1]["result"]
+    assert progress[-1]["result"].startswith("hold main: ") and f" of {HOLD_S} seconds" in progress[-1]["result"]
+    for recv in receivers:
+        recv.should_stop = True
+    listener.join(timeout=10)
     assert "PROGRESS" in flower_states  # Flower's state while it ran
     assert flower.tasks[result.id].state == "SUCCESS"  # the verdict (ok) follows the PROGRESS state
 
@@ -199,5 +205,5 @@ def test_progress_state_bar_and_lines_from_a_real_worker(config: ConfigFactory, 
     assert piped.returncode == 0, piped.stderr
     lines = [ln for ln in piped.stderr.splitlines() if ln.startswith("progress: hold main: ")]
     assert len(lines) >= 2 and "\r" not in piped.stderr, piped.stderr
-    assert all(" of 4 seconds" in ln for ln in lines), lines
+    assert all(f" of {HOLD_S} seconds" in ln for ln in lines), lines
     assert json.loads(piped.stdout)["status"] == "ok"
