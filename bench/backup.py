@@ -130,17 +130,24 @@ def timed_child(argv: list[str], stdout: Any = None, stdin: Any = None) -> tuple
 
 def wait_rss(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
     """Exit code and peak RSS (KB) of one child."""
+    code, rss, _cpu = wait_usage(proc)
+    return code, rss
+
+
+def wait_usage(proc: subprocess.Popen[bytes]) -> tuple[int, int, float]:
+    """Exit code, peak RSS (KB) and CPU seconds (user + system) of one child."""
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
+    return proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def plain_custom(bin_dir: Path, conninfo: str, out: Path, *extra: str) -> dict[str, Any]:
     proc, t0 = timed_child([str(bin_dir / "pg_dump"), "-Fc", *extra, "-f", str(out), "-d", conninfo])
-    code, rss = wait_rss(proc)
+    code, rss, cpu = wait_usage(proc)
     wall = time.monotonic() - t0
     assert code == 0, proc.stderr.read() if proc.stderr else code
-    return {"wall_s": wall, "bytes": out.stat().st_size, "rss_worker_kb": None, "rss_tool_kb": rss}
+    return {"wall_s": wall, "bytes": out.stat().st_size, "rss_worker_kb": None, "rss_tool_kb": rss,
+            "cpu_tool_s": cpu, "cpu_worker_s": 0.0}
 
 
 def plain_gzip(bin_dir: Path, conninfo: str, out: Path) -> dict[str, Any]:
@@ -156,9 +163,11 @@ def plain_gzip(bin_dir: Path, conninfo: str, out: Path) -> dict[str, Any]:
     return {"wall_s": wall, "bytes": out.stat().st_size, "rss_worker_kb": None, "rss_tool_kb": max(r1, r2)}
 
 
-def maintd_backup(dsn: str, store: dict[str, Any], level: int, threads: int) -> dict[str, Any]:
+def maintd_backup(dsn: str, store: dict[str, Any], level: int, threads: int,
+                  tuning: dict[str, int] | None = None) -> dict[str, Any]:
     """backup.postgres's Celery-free code in a fresh process (like a pool worker)."""
-    spec = json.dumps({"dsn": dsn, "store": store, "level": level, "threads": threads})
+    spec = json.dumps({"dsn": dsn, "store": {**store, "compression_level": level, "compression_threads": threads,
+                                              "compression_tuning": tuning or {}}})
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - t0
@@ -176,16 +185,19 @@ def child(spec_text: str) -> None:
     from tasks.core.backup.stores import open_store
     from workers.config import PostgresTarget, StoreSection
 
-    store = open_store(StoreSection(**spec["store"]))
+    section = StoreSection(**spec["store"])
+    store = open_store(section)
     target = PostgresTarget(name="bench", dsn=spec["dsn"])
     t0 = time.monotonic()
-    result = postgres.backup(target, store, host="bench", task_id="bench", compression=Compression(spec["level"],
-                             spec["threads"]), timeout_s=3600)
+    result = postgres.backup(target, store, host="bench", task_id="bench", compression=Compression.of(section),
+                             timeout_s=3600)
     wall = time.monotonic() - t0
+    me, tools = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"wall_s": wall, "bytes": result.metrics["size_bytes"], "raw_bytes": result.metrics["raw_bytes"],
                       "backup_id": result.metrics["backup_id"], "pg_dump": result.metrics["tools"].get("pg_dump"),
                       "rss_worker_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "rss_tool_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+                      "rss_tool_kb": tools.ru_maxrss, "cpu_tool_s": tools.ru_utime + tools.ru_stime,
+                      "cpu_worker_s": me.ru_utime + me.ru_stime}))
 
 
 def restore_plain(bin_dir: Path, admin_dsn: str, conninfo_of: Any, archive: Path) -> float:
@@ -209,12 +221,23 @@ def default_level() -> int:
     return int(StoreSection.model_fields["compression_level"].default)
 
 
+# The "no larger than pg_dump -Fc" setting of ops/runbooks/backup.postgres.md: level 6's lazy
+# matching with small match-finder tables and 7-byte minimum matches (rows of text and numbers).
+SMALL_TUNING = {"min_match": 7, "search_log": 1, "chain_log": 14, "hash_log": 16}
+
+
+def label_of(level: int, tuning: dict[str, int], threads: int) -> str:
+    return f"zstd -{level}{' tuned' if tuning else ''}, {threads} threads"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dsn", default=os.environ.get("MAINTD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--size-gb", type=float, default=1.0)
     p.add_argument("--level", type=int, default=default_level(), help="zstd level (default: the [store] default)")
+    p.add_argument("--tuning", type=json.loads, default={}, help="zstd parameters over --level, JSON (default: none)")
     p.add_argument("--small-level", type=int, default=6, help="a second, slower zstd level for the size trade-off")
+    p.add_argument("--small-tuning", type=json.loads, default=SMALL_TUNING, help="its zstd parameters, JSON")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child")
     args = p.parse_args()
@@ -255,19 +278,21 @@ def main() -> None:
         rows.append(("pg_dump | gzip > file (runbook 000)", plain_gzip(bin_dir, dsn, work / "plain.sql.gz")))
         print("maintd backup.postgres → local store …", flush=True)
         local = {"kind": "local", "path": str(work / "store")}
-        mine = maintd_backup(dsn, local, args.level, args.threads)
-        rows.append((f"maintd → local (zstd -{args.level}, {args.threads} threads)", mine))
-        if args.small_level != args.level:
-            print(f"maintd backup.postgres → local store, zstd -{args.small_level} …", flush=True)
-            small = maintd_backup(dsn, {"kind": "local", "path": str(work / "store-small")}, args.small_level, args.threads)
-            rows.append((f"maintd → local (zstd -{args.small_level}, {args.threads} threads)", small))
+        mine = maintd_backup(dsn, local, args.level, args.threads, args.tuning)
+        rows.append((f"maintd → local ({label_of(args.level, args.tuning, args.threads)})", mine))
+        if (args.small_level, args.small_tuning) != (args.level, args.tuning):
+            print(f"maintd backup.postgres → local store, {label_of(args.small_level, args.small_tuning, 2)} …",
+                  flush=True)
+            small = maintd_backup(dsn, {"kind": "local", "path": str(work / "store-small")}, args.small_level,
+                                  args.threads, args.small_tuning)
+            rows.append((f"maintd → local ({label_of(args.small_level, args.small_tuning, args.threads)})", small))
         print("maintd backup.postgres → S3 (moto server) …", flush=True)
         s3 = MotoS3(work / "moto")
         bucket = s3.bucket()
         s3_store = {"kind": "s3", "bucket": bucket, "prefix": "bench", "endpoint_url": s3.endpoint,
                     "access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1"}
         rows.append((f"maintd → S3/moto (zstd -{args.level}, 16 MB parts)", maintd_backup(dsn, s3_store, args.level,
-                                                                                       args.threads)))
+                                                                                       args.threads, args.tuning)))
 
         print("restore: plain pg_restore of the pg_dump -Fc archive …", flush=True)
         plain_restore = restore_plain(bin_dir, args.dsn, conninfo_of, work / "plain.dump")
@@ -295,6 +320,19 @@ def main() -> None:
             worker = f"{r['rss_worker_kb'] / 1024:.0f}" if r.get("rss_worker_kb") else "-"
             print(f"{label:44} {r['wall_s']:7.1f} {base['wall_s'] / r['wall_s']:7.2f}x {r['bytes'] / 1024 ** 2:8.1f}"
                   f" {r['bytes'] / base['bytes']:10.3f} {worker:>13} {r['rss_tool_kb'] / 1024:11.0f}")
+        print()
+        print(f"{'CPU seconds per stage':44} {'pg_dump':>8} {'worker':>8} {'total':>8}   (2 cores)")
+        for label, r in rows:
+            if "cpu_tool_s" in r:
+                print(f"{label:44} {r['cpu_tool_s']:8.1f} {r['cpu_worker_s']:8.1f}"
+                      f" {r['cpu_tool_s'] + r['cpu_worker_s']:8.1f}")
+        print("(the server backend's COPY is not counted: the same in every row; pg_dump -Fc compresses in pg_dump)")
+        # pg_dump -Fc is one thread busy all along: its CPU time is its wall time on a quiet machine
+        goal = min(base["wall_s"], base["cpu_tool_s"]) / 3
+        print(f"3x pg_dump -Fc ({base['cpu_tool_s']:.1f} CPU-s, {base['wall_s']:.1f} s wall) = {goal:.1f} s wall:"
+              f" at most {2 * goal:.1f} CPU-s on 2 cores for pg_dump -Z 0, the backend's COPY and compression")
+        print(f"default ({label_of(args.level, args.tuning, args.threads)}): {base['wall_s'] / mine['wall_s']:.2f}x"
+              f" faster than pg_dump -Fc, size {mine['bytes'] / base['bytes']:.3f} of it")
         print()
         m = tested.metrics
         print(f"{'restore':44} {'wall s':>7} {'vs plain':>8}")

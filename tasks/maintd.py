@@ -41,6 +41,7 @@ def hold(run: RunContext, target: Target, seconds: float = 30.0) -> Result:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             run.checkpoint()
+            run.progress(f"hold {target.name}", done=round(seconds - left, 1), total=seconds, unit="seconds")
             time.sleep(min(1.0, left))
     return Result("ok", f"held {target.name} for {seconds:.1f}s", {"seconds": seconds})
 

@@ -103,10 +103,12 @@ def test_missing_file(tmp_path: Path) -> None:
         ('[[postgres]]\nname = "bad name"\ndsn = "postgresql://x"\n', ["maintd.toml:2:", "must be 1-63 letters"]),
         ('[[alerts]]\nkind = "pager"\n', ["alerts[0].kind", "'slack', 'webhook', 'email' or 'log'"]),
         ('[[certificates]]\nname = "c"\npath = "/x.pem"\n', ["certificates[\"c\"]", "needs 'host'"]),
+        ('[store]\npath = "/b"\ncompression_tuning = { window_log = 28 }\n',
+         ["maintd.toml:3:", "store.compression_tuning.window_log", "less than or equal to 27"]),
     ],
     ids=["toml-syntax", "unknown-key", "duplicate-name", "unknown-role", "unknown-impact", "window-range",
          "window-day", "cron-fields", "cron-range", "unknown-task", "missing-key", "bad-name", "unknown-channel",
-         "cert-host"],
+         "cert-host", "zstd-window"],
 )
 def test_bad_input_is_one_line(tmp_path: Path, text: str, expected: list[str]) -> None:
     line = one_error_line(run_check(tmp_path, text))

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
+from celery.states import READY_STATES
 
 from workers.app import app
 from workers.catalog import load_catalog, resolve_target
 from workers.config import Config, get_config
 from workers.errors import MaintdError
+from workers.records.progress import STATE as PROGRESS_STATE
 from workers.schedule import expand
 from workers.taskdef import AD_HOC_EXPIRES_S
 
@@ -42,11 +46,31 @@ def exit_code_for(outcome: dict[str, Any]) -> int:
     return 2 if outcome.get("status") == "critical" else 0
 
 
-def wait_outcome(result: AsyncResult, timeout_s: float) -> tuple[int, dict[str, Any]]:
+def follow(result: AsyncResult, deadline: float, on_progress: Callable[[dict[str, Any]], None],
+           poll_s: float = 0.5) -> None:
+    """Until the run ends (or ``deadline``, monotonic): each ``PROGRESS`` meta it publishes."""
+    while time.monotonic() < deadline:
+        state = result.state
+        if state in READY_STATES:
+            return
+        if state == PROGRESS_STATE and isinstance(result.info, dict):
+            on_progress(result.info)
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def wait_outcome(result: AsyncResult, timeout_s: float,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, dict[str, Any]]:
     """(exit code, document): the outcome, or what stands instead of it; 2 critical, 3 failed
-    or not run, 4 no outcome within ``timeout_s``."""
+    or not run, 4 no outcome within ``timeout_s``. ``on_progress`` is shown each progress
+    report of the run while it runs."""
+    deadline = time.monotonic() + timeout_s
+    if on_progress is not None:
+        follow(result, deadline, on_progress)
+        close = getattr(on_progress, "close", None)
+        if callable(close):
+            close()  # end the bar before the outcome is printed
     try:
-        outcome = result.get(timeout=timeout_s, propagate=False, disable_sync_subtasks=False)
+        outcome = result.get(timeout=max(0.1, deadline - time.monotonic()), propagate=False, disable_sync_subtasks=False)
     except CeleryTimeout:
         return 4, {"task_id": result.id, "state": result.state,
                    "error": f"no outcome for {result.id} within {timeout_s:.0f}s (still queued or running; "
@@ -59,9 +83,10 @@ def wait_outcome(result: AsyncResult, timeout_s: float) -> tuple[int, dict[str, 
     return exit_code_for(outcome), outcome
 
 
-def wait_for(result: AsyncResult, timeout_s: float) -> int:
+def wait_for(result: AsyncResult, timeout_s: float,
+             on_progress: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Print the outcome as JSON; exit code by its status (2 critical, 3 failed, 4 timeout)."""
-    code, doc = wait_outcome(result, timeout_s)
+    code, doc = wait_outcome(result, timeout_s, on_progress)
     if code == 4:
         print(f"maintd: error: {doc['error']}", file=sys.stderr)
     else:

@@ -32,6 +32,8 @@ from workers.errors import MaintdError, PermanentError, TransientError, first_li
 from workers.gates.pipeline import run_gated
 from workers.records import Records, records
 from workers.records.outcome import Outcome, Result, RunContext
+from workers.records.progress import STATE as PROGRESS_STATE
+from workers.records.progress import line as progress_line
 from workers.verdict import VerdictRequest
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,20 @@ def maintenance_task(name: str, **options: Any) -> Callable[[Callable[..., Resul
     return wrap
 
 
+def progress_publisher(task: MaintenanceTask, task_id: str) -> Callable[[dict[str, Any]], None]:
+    """``RunContext.progress`` in a worker: the task state ``PROGRESS`` with the meta in the
+    result backend (``AsyncResult(id).state/.info``, ``maintd run --wait``), and a
+    ``task-progress`` event for Flower (its state PROGRESS; a line of text as its result)."""
+    events = bool(task.app.conf.worker_send_task_events)
+
+    def publish(meta: dict[str, Any]) -> None:
+        task.update_state(task_id=task_id, state=PROGRESS_STATE, meta=meta)
+        if events:
+            task.send_event("task-progress", result=progress_line(meta), progress=meta)
+
+    return publish
+
+
 def execute(task: MaintenanceTask, spec: TaskSpec, body: Callable[..., Result], target_name: str | None,
             dry_run: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
     config = get_config()
@@ -254,6 +270,8 @@ def execute(task: MaintenanceTask, spec: TaskSpec, body: Callable[..., Result], 
                                                   else spec.soft_time_limit),
         entry=entry, origin=origin, expires_at=expires_at(request),
     )
+    if request.id and not request.is_eager:
+        run.meter.publish = progress_publisher(task, request.id)
     book = records(config)
     if not is_repeatable(spec, config) and request.id:
         refused = _refusal(run, book)

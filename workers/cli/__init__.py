@@ -100,7 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"sent {args.task}[{args.target or ''}] as {result.id}")
         return 0
-    return wait_for(result, args.timeout)
+    from workers.cli.progress import ProgressDisplay
+
+    display = ProgressDisplay(sys.stderr)
+    try:
+        return wait_for(result, args.timeout, on_progress=display)
+    finally:
+        display.close()
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

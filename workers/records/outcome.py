@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from workers.config import Config
+from workers.records.progress import ProgressMeter
 
 STATUSES = ("ok", "warning", "critical", "skipped", "deferred")
 SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
@@ -80,6 +81,8 @@ class RunContext:
     # Checks that must hold between steps (the per-target lock is still ours): each raises
     # (LockLostError) when not. The lock gate registers them; ``checkpoint`` runs them.
     guards: list[Callable[[], None]] = field(default_factory=list)
+    # Where ``progress()`` goes: the wiring sets a publisher (Celery state PROGRESS); none outside a worker.
+    meter: ProgressMeter = field(default_factory=ProgressMeter)
 
     @property
     def scheduled(self) -> bool:
@@ -95,6 +98,13 @@ class RunContext:
         round trip to the lock's session at most once a second."""
         for guard in self.guards:
             guard()
+
+    def progress(self, step: str, done: float | None = None, total: float | None = None,
+                 unit: str = "rows") -> None:
+        """How far the run is: ``step`` (what it does now), ``done`` of ``total`` in ``unit``
+        (rows, bytes, tables, indexes, ...); ETA and percentage are computed. Call it as often
+        as convenient: it is published at most once a second (``workers.records.progress``)."""
+        self.meter.report(step, done, total, unit)
 
 
 _ACTIVE: ContextVar[RunContext | None] = ContextVar("maintd_active_run", default=None)
@@ -116,6 +126,13 @@ def checkpoint() -> None:
     run = _ACTIVE.get()
     if run is not None:
         run.checkpoint()
+
+
+def progress(step: str, done: float | None = None, total: float | None = None, unit: str = "rows") -> None:
+    """``RunContext.progress`` of the run in progress in this context (nothing outside a run)."""
+    run = _ACTIVE.get()
+    if run is not None:
+        run.progress(step, done, total, unit)
 
 
 class Budget:

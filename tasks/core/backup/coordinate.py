@@ -38,10 +38,18 @@ def maintd_version() -> str:
 class Compression:
     level: int = 1
     threads: int = 2
+    tuning: tuple[tuple[str, int], ...] = ()  # zstd advanced parameters over the level's (name, value)
 
     @classmethod
     def of(cls, section: StoreSection | None) -> Compression:
-        return cls(section.compression_level, section.compression_threads) if section else cls()
+        if section is None:
+            return cls()
+        return cls(section.compression_level, section.compression_threads,
+                   tuple(sorted(section.compression_tuning.params().items())))
+
+    def describe(self) -> str:
+        extra = "".join(f", {k} {v}" for k, v in self.tuning)
+        return f"zstd level {self.level}{extra}, {self.threads} threads"
 
 
 class BackupSession:
@@ -58,7 +66,8 @@ class BackupSession:
     def data_object(self, name: str, fmt: str) -> Iterator[CompressingWriter]:
         """A compressed, checksummed object; committed when the block ends without error."""
         with self.store.open_write(self.manifest.ref.key(name), size_hint=self.size_hint) as writer:
-            out = CompressingWriter(writer, name, fmt, self.compression.level, self.compression.threads)
+            out = CompressingWriter(writer, name, fmt, self.compression.level, self.compression.threads,
+                                    dict(self.compression.tuning))
             yield out
             info = out.finish()
         self.manifest.objects.append(info)
@@ -74,7 +83,7 @@ def coordinate(store: BackupStore, kind: str, target: str, produce: Callable[[Ba
     ref = BackupRef.new(kind, target)
     manifest = BackupManifest(ref, started_at=now_utc(), host=host, task_id=task_id,
                               tools={"zstandard": zstandard.__version__, "maintd": maintd_version(),
-                                     "compression": f"zstd level {compression.level}, {compression.threads} threads"})
+                                     "compression": compression.describe()})
     failure: BaseException | None = None
     try:
         produce(BackupSession(store, manifest, compression, size_hint))

@@ -12,7 +12,7 @@ import zstandard
 
 from tasks.core.backup.store import BackupStore, ObjectWriter
 from workers.errors import PermanentError
-from workers.records.outcome import checkpoint
+from workers.records.outcome import checkpoint, progress
 
 CHUNK = 1024 * 1024
 
@@ -57,18 +57,23 @@ class CompressingWriter:
     """Compresses what is written into ``writer``; ``finish()`` ends the frame and
     returns the ``ObjectInfo`` (the caller then commits the writer)."""
 
-    def __init__(self, writer: ObjectWriter, name: str, fmt: str, level: int = 3, threads: int = 2) -> None:
+    def __init__(self, writer: ObjectWriter, name: str, fmt: str, level: int = 3, threads: int = 2,
+                 tuning: dict[str, int] | None = None) -> None:
         self.name = name
         self.format = fmt
         self.raw_size = 0
         self._sink = _HashingSink(writer)
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True,
+                                                                **(tuning or {}))
+        cctx = zstandard.ZstdCompressor(compression_params=params)
         self._z = cctx.stream_writer(self._sink, write_size=CHUNK, closefd=False)  # type: ignore[arg-type]
 
     def write(self, data: bytes | memoryview) -> int:
         checkpoint()  # the run's target lock lost: stop before the next chunk (LockLostError)
         self.raw_size += len(data)
         self._z.write(data)
+        # the total of a stream being made is not known: bytes so far (the bar shows how much, not an ETA)
+        progress(f"back up {self.name}", done=self.raw_size, unit="bytes")
         return len(data)
 
     def finish(self) -> ObjectInfo:
@@ -113,6 +118,7 @@ class VerifiedReader:
             self.finish(decompress_error=str(exc))
             raise CorruptObject(f"{self.key}: does not decompress: {exc}") from None
         self.raw_size += len(data)
+        progress(f"read {self.key}", done=self.raw_size, total=self.info.raw_size or None, unit="bytes")
         return data
 
     def readable(self) -> bool:

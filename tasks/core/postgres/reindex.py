@@ -128,7 +128,11 @@ def reindex(run: RunContext, target: PostgresTarget) -> Result:
                 summary += f"; {len(blocked)} need a blocking REINDEX (reindex_blocking = false): {', '.join(blocked)}"
             return Result("ok", summary, {"planned": len(stmts), "objects": describe}, stmts)
         tally = steps.Tally("rebuilt or dropped", planned=len(jobs))
+        total_bytes = sum(j.size_bytes for j in jobs)
         for i, job in enumerate(jobs):
+            # by size: a rebuild's time follows the index's size
+            run.progress(f"{job.kind} index {job.index}", done=sum(j.size_bytes for j in jobs[:i]),
+                         total=total_bytes or None, unit="bytes")
             if not tally.gate(conn, target, budget, remaining=len(jobs) - i, check_load=job.kind != "leftover"):
                 break
             entry: dict[str, Any] = dict(describe[i])

@@ -31,7 +31,7 @@ from tasks.core.postgres.session import failure, maintenance_session, per_object
 from workers.config import PostgresTarget, RetentionPolicy
 from workers.doors import postgres as db
 from workers.errors import PermanentError
-from workers.records.outcome import Budget, Result, RunContext
+from workers.records.outcome import Budget, Result, RunContext, progress
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ class Walk:
         self.conn, self.target, self.plan, self.cutoff = conn, target, plan, cutoff
         self.budget, self.report = budget, report
         self.maybe_left = False  # rows may remain (skipped as locked, or the sweeps ran out)
+        self.expected: int | None = None  # the planner's estimate of the expired rows (for progress)
 
     def gate(self) -> bool:
         self.budget.checkpoint()  # the target lock lost: stop before the next batch (LockLostError)
@@ -209,6 +210,8 @@ class Walk:
         r = self.report
         r.batches += 1
         r.deleted += int(deleted)
+        total = max(self.expected, r.deleted) if self.expected is not None else None
+        progress(self.plan.label, done=r.deleted, total=total, unit="rows")
         r.archived += int(archived)
         r.batch_size = size
         r.max_batch_s = round(max(r.max_batch_s, took), 4)
@@ -334,6 +337,7 @@ def _policy(conn: psycopg2.extensions.connection, target: PostgresTarget, plan: 
                 cur.execute(plan.create_archive)
             conn.commit()
         walk = Walk(conn, target, plan, cutoff, budget, report)
+        walk.expected = int(first.expired_fraction * first.pages * first.rows_per_page)
         if report.strategy == "sweep":
             walk.sweep(first)
         else:

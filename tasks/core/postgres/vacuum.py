@@ -58,6 +58,7 @@ def vacuum_bloated(run: RunContext, target: PostgresTarget) -> Result:
                           {"planned": len(plan), "objects": tables, **thresholds}, plan)
         tally = steps.Tally("vacuumed", planned=len(chosen))
         for i, (rel, stats) in enumerate(chosen):
+            run.progress(f"vacuum {rel}", done=i, total=len(chosen), unit="tables")
             if not tally.gate(conn, target, budget, remaining=len(chosen) - i):
                 break
             cap_statement_timeout(conn, target, budget)

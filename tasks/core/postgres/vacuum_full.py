@@ -85,7 +85,11 @@ def vacuum_full(run: RunContext, target: PostgresTarget) -> Result:
             return Result("ok", f"plan: rewrite {len(plan)} table(s)" if plan else "no table needs a rewrite",
                           {"planned": len(plan), "objects": tables}, [render(conn, statement(rel)) for rel, _ in plan])
         tally = steps.Tally("rewrote", planned=len(plan))
+        total_bytes = sum(int(r["total_bytes"]) for _, r in plan)
         for i, (rel, row) in enumerate(plan):
+            # by size: one big table is most of the time of a rewrite
+            run.progress(f"vacuum full {rel}", done=sum(int(r["total_bytes"]) for _, r in plan[:i]),
+                         total=total_bytes or None, unit="bytes")
             if not tally.gate(conn, target, budget, remaining=len(plan) - i):
                 break
             table_before, total_before = sizes(conn, rel.oid)
