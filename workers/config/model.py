@@ -393,10 +393,9 @@ class Config(Strict):
 __all__ = [
     "IMPACTS", "KIND_OF", "NAME_PATTERN", "ROLES", "AdmissionLimits", "AlertChannel", "AlertingSection",
     "BrokerSection", "CertificateTarget", "Config", "FilesTarget", "FlowerSection", "HistorySection", "HostTarget",
-    "HttpTarget",
-    "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget", "ResultsSection",
-    "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection", "Strict", "Target",
-    "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host", "parse_age",
-    "validate_cron", "IncidentsSection", "HealthSection", "MetricTarget", "ReportsSection", "PingUrl", "WatchdogSection",
-    "TmpTarget", "AuditTarget",
+    "HttpTarget", "Impact", "LogsTarget", "MaintdSection", "PinnedTarget", "PostgresTarget", "RedisTarget",
+    "ResultsSection", "RetentionPolicy", "RetentionSection", "Role", "Severity", "SqliteTarget", "StoreSection",
+    "Strict", "Target", "TargetName", "TaskOverride", "Thresholds", "WebhookUrl", "check_where", "default_host",
+    "parse_age", "validate_cron", "IncidentsSection", "HealthSection", "MetricTarget", "ReportsSection", "PingUrl",
+    "WatchdogSection", "TmpTarget", "AuditTarget",
 ]
