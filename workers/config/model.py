@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from workers.config.beat import BeatSection
+from workers.config.compression import ZstdTuning
 from workers.config.hygiene import AuditTarget, TmpTarget
 from workers.config.oversight import IncidentsSection, PingUrl, WatchdogSection
 from workers.config.reporting import (
@@ -83,22 +84,6 @@ class FlowerSection(Strict):
     user: str = "admin"
     password: Secret | None = None
     read_only: bool = True
-
-
-class ZstdTuning(Strict):
-    """zstd's advanced parameters over ``compression_level`` (unset: the level's own). ``bench/backup.py
-    --tuning`` measures them; a window over 2^27 would need ``zstd -d --long``, so it is refused."""
-
-    window_log: int | None = Field(default=None, ge=10, le=27)
-    chain_log: int | None = Field(default=None, ge=6, le=29)
-    hash_log: int | None = Field(default=None, ge=6, le=29)
-    search_log: int | None = Field(default=None, ge=1, le=29)
-    min_match: int | None = Field(default=None, ge=3, le=7)
-    target_length: int | None = Field(default=None, ge=0, le=131072)
-    strategy: int | None = Field(default=None, ge=1, le=9)  # 1 fast, 2 dfast, 3 greedy, 4 lazy, 5 lazy2, ...
-
-    def params(self) -> dict[str, int]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class StoreSection(Strict):
