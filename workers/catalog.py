@@ -24,6 +24,7 @@ TASK_MODULES: tuple[str, ...] = (
     "tasks.backup",
     "tasks.watchdog",
     "tasks.incident",
+    "tasks.files",
 )
 
 
