@@ -245,9 +245,10 @@ def build_parser() -> Parser:
     t = asub.add_parser("test", help="send a test alert to every channel")
     t.set_defaults(func=cmd_alerts_test)
 
-    from workers.cli import incidents
+    from workers.cli import incidents, logs
 
     incidents.add_parsers(sub, Parser)
+    logs.add_parsers(sub, Parser)
     return p
 
 
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("celery", "kombu", "amqp"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        if args.command not in ("tasks",):
+        if args.command not in ("tasks", "logs"):
             _use_config(args)
         return int(args.func(args) or 0)
     except MaintdError as exc:

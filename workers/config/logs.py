@@ -119,8 +119,6 @@ class LogRotation(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> LogRotation:
-        if self.copytruncate and self.pidfile is not None:
-            raise ValueError("copytruncate with pidfile: a writer that reopens on a signal needs no copytruncate")
         if self.compress_level is not None and self.compress == "gzip" and self.compress_level > 9:
             raise ValueError("compress_level: gzip takes 1..9")
         return self
