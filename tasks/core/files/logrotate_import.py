@@ -82,7 +82,7 @@ def _directive(words: list[str], where: str, out: dict[str, Any], imp: Import, s
             if args:
                 imp.notes.append(f"{where}: create {' '.join(args)}: maintd gives the new file the old one's mode and owner")
         elif key == "compresscmd" and Path(args[0]).name in ("zstd", "gzip"):
-            out["compress"] = out["_cmd"] = {"zstd": "zstd", "gzip": "gzip"}[Path(args[0]).name]
+            out["_cmd"] = Path(args[0]).name  # takes effect with `compress`
         elif key == "compressoptions" and re.fullmatch(r"-(\d{1,2})", args[0] if args else ""):
             out["compress_level"] = int(args[0][1:])
         elif key == "compressext" and args and args[0] in (".gz", ".zst"):
@@ -156,8 +156,8 @@ def _emit(path: Path, targets: list[str], stanza: dict[str, Any], imp: Import, h
         entry.update({k: v for k, v in stanza.items() if not k.startswith("_")})
         if entry.get("copytruncate"):
             entry.pop("create")
-        if "_cmd" in stanza and stanza.get("compress", "none") == "none":
-            entry["compress"] = "none"
+        if entry["compress"] == "gzip" and "_cmd" in stanza:
+            entry["compress"] = stanza["_cmd"]
         imp.entries.append(entry)
         imp.schedule[f"files.rotate_logs[{name}]"] = stanza.get("_cron", CRON["daily"])
         if "_cron" not in stanza:
