@@ -74,7 +74,7 @@ def test_import_maps_directives_and_names_the_rest(tmp_path: Path, capsys: pytes
     assert doc["schedule"] == {"files.rotate_logs[nginx]": "0 0 * * *", "files.rotate_logs[nginx-2]": "0 0 * * 0"}
     for what in ("su www-data adm", "maxsize 1G", "prerotate", "invoke-rc.d nginx rotate"):
         assert what in err, what
-        assert f"NOT MAPPED" in out and what in out
+        assert "NOT MAPPED" in out and what in out
     assert f"{tmp_path}/nginx:11:" in err  # file:line
 
 

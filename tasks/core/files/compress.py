@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -32,15 +33,15 @@ class Compressed:
     bytes_out: int
 
 
-def _gzip(fin: object, fout: object, level: int) -> None:
+def _gzip(fin: BinaryIO, fout: BinaryIO, level: int) -> None:
     comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip header and trailer
-    read, write = fin.read, fout.write  # type: ignore[attr-defined]
+    read, write = fin.read, fout.write
     while chunk := read(CHUNK):
         write(comp.compress(chunk))
     write(comp.flush())
 
 
-def _zstd(fin: object, fout: object, level: int, size: int) -> None:
+def _zstd(fin: BinaryIO, fout: BinaryIO, level: int, size: int) -> None:
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     cctx.copy_stream(fin, fout, size=size, read_size=CHUNK, write_size=CHUNK)
 

@@ -105,7 +105,9 @@ def parse(path: Path, host: str) -> Import:
         raw = path.read_text().splitlines()
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    imp, defaults, stanza, targets, start = Import(), {}, None, [], 0
+    imp, targets, start = Import(), [], 0
+    defaults: dict[str, Any] = {}
+    stanza: dict[str, Any] | None = None
     i = 0
     while i < len(raw):
         line, where = raw[i].split("#", 1)[0].strip(), f"{path}:{i + 1}"
