@@ -59,8 +59,8 @@ def test_copytruncate_under_a_steady_writer_loses_and_duplicates_nothing(tmp_pat
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(stop)], stdout=subprocess.PIPE, text=True)
     try:
         t = target(tmp_path, copytruncate=True, rotate=100, compress="gzip")
-        rotated = 0
-        for _ in range(8):
+        rotated, deadline = 0, time.monotonic() + 60
+        while rotated < 6 and time.monotonic() < deadline:  # a loaded machine writes less per interval
             time.sleep(0.4)
             result = rotate.run(t, now())
             assert result.status == "ok", result.summary
@@ -69,7 +69,7 @@ def test_copytruncate_under_a_steady_writer_loses_and_duplicates_nothing(tmp_pat
         stop.touch()
         out, _ = writer.communicate(timeout=30)
     total = int(out)
-    assert rotated >= 5  # a cut needs a line ending on a block boundary: ~1 MB per rotation has hundreds
+    assert rotated == 6  # a cut needs a line ending on a block boundary: a few 100 kB have dozens
     seen: list[int] = []
     parts = sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.name.split(".")[2]))  # oldest first
     assert len(parts) == rotated
@@ -173,3 +173,26 @@ def test_bad_policy_is_one_clear_error(tmp_path: Path, field: str, value: Any, m
     with pytest.raises(ValidationError) as err:
         target(tmp_path, **{field: value})
     assert message in str(err.value) and field in str(err.value)
+
+
+def test_copytruncate_without_collapse_range_warns(tmp_path: Path) -> None:
+    """tmpfs has no collapse range: the dry run says so, the run falls back to copy-then-truncate and warns."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        pytest.skip("no writable /dev/shm")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm) as d:
+        logs = Path(d)
+        (logs / "app.log").write_text("a line\n" * 10)
+        t = target(logs, copytruncate=True)
+        plan = rotate.run(t, now(), dry_run=True)
+        assert plan.actions[0] == f"copytruncate {logs}/app.log -> {logs}/app.log.1 (copy then truncate: may lose lines)"
+        done = rotate.run(t, now())
+        assert done.status == "warning" and "may be lost" in done.summary
+        assert (logs / "app.log").stat().st_size == 0
+        assert read_any(logs / "app.log.1.gz") == b"a line\n" * 10
+    ext4 = rotate.run(target(tmp_path, copytruncate=True, missingok=True), now(), dry_run=True)
+    assert ext4.status == "ok"
+    (tmp_path / "app.log").write_text("x\n")
+    assert rotate.run(target(tmp_path, copytruncate=True), now(), dry_run=True).actions[0].endswith("(lossless cut)")

@@ -10,6 +10,7 @@ interrupted run leaves the uncompressed file, never a truncated archive.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -85,7 +86,9 @@ def compress_many(sources: Sequence[Path], kind: str, level: int | None = None, 
     done: list[Compressed] = []
     errors: dict[Path, str] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maintd-compress") as pool:
-        futures = {pool.submit(compress_file, s, kind, level, checkpoint): s for s in sources}
+        # each thread checks the run's lock through the caller's context (its own copy of it)
+        futures = {pool.submit(contextvars.copy_context().run, compress_file, s, kind, level, checkpoint): s
+                   for s in sources}
         for fut, src in futures.items():
             try:
                 done.append(fut.result())

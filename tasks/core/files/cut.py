@@ -86,6 +86,26 @@ def collapse_supported(directory: Path) -> bool:
         name.unlink(missing_ok=True)
 
 
+COLLAPSING_FILESYSTEMS = frozenset({"ext4", "xfs"})
+
+
+def collapse_expected(directory: Path) -> bool:
+    """Whether ``directory`` is on ext4 or XFS, by the mount table (read-only: for dry runs)."""
+    best, fstype = "", ""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    path = str(directory.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3:
+            point = fields[1].replace("\\040", " ")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, fstype = point, fields[2]
+    return fstype in COLLAPSING_FILESYSTEMS
+
+
 def copy_and_cut(live: Path, dest: Path, collapse: bool) -> Cut | None:
     """Move the whole lines of ``live`` into the new file ``dest``; ``live`` keeps its inode.
     None: nothing moved (no block boundary follows a newline yet; the next run will find one)."""

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tasks.core.files import compress as compression
-from tasks.core.files.cut import collapse_supported, copy_and_cut
+from tasks.core.files.cut import collapse_expected, collapse_supported, copy_and_cut
 from tasks.core.files.family import listing, live_logs, rotations
 from tasks.core.files.plan import Plan, Step, build
 from workers.config import LogsTarget
@@ -166,7 +166,9 @@ def _mb(n: int) -> str:
 def run(target: LogsTarget, now: datetime, dry_run: bool = False) -> Result:
     """Rotate ``target`` at ``now`` (or, dry, list exactly what would be done)."""
     started = time.monotonic()
-    collapse = target.copytruncate and target.path.is_dir() and collapse_supported(target.path)
+    # a dry run touches nothing, so it reads the filesystem type instead of trying a collapse
+    probe = collapse_expected if dry_run else collapse_supported
+    collapse = target.copytruncate and target.path.is_dir() and probe(target.path)
     plan = build(target, now, collapse=collapse or not target.copytruncate)
     if dry_run:
         actions = [s.describe() for s in plan.steps]
