@@ -196,3 +196,20 @@ def test_copytruncate_without_collapse_range_warns(tmp_path: Path) -> None:
     assert ext4.status == "ok"
     (tmp_path / "app.log").write_text("x\n")
     assert rotate.run(target(tmp_path, copytruncate=True), now(), dry_run=True).actions[0].endswith("(lossless cut)")
+
+
+def test_check_config_names_file_line_target_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.cli import main
+    from workers.config import reset_config
+
+    monkeypatch.setenv("MAINTD_CONFIG", str(tmp_path / "maintd.toml"))  # main() exports it: undone after the test
+
+    conf = tmp_path / "maintd.toml"
+    conf.write_text('[maintd]\nhost = "h1"\n\n[[logs]]\nname = "app"\nhost = "h1"\npath = "/var/log/app"\n'
+                    'postrotate = ["kill -HUP 1"]\n')
+    assert main(["--config", str(conf), "check-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f'{conf}:8: logs["app"].postrotate: ' in err and "absolute path" in err
+    reset_config()
