@@ -84,7 +84,10 @@ class _Run:
         os.rename(s.path, s.to)
         self.rotated += 1
         if self.target.create:
-            fd = os.open(s.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
+            try:
+                fd = os.open(s.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
+            except FileExistsError:  # the writer reopened (O_CREAT) first: its file stands
+                return
             try:
                 os.fchmod(fd, st.st_mode & 0o7777)
                 if os.geteuid() == 0:
