@@ -57,8 +57,8 @@ DEFAULT_CRON: dict[str, str] = {
     "backup.verify": "0 4 * * *",
     "backup.restore_test": "15 5 * * 0",
     "backup.prune": "30 6 * * *",
-    # files: hourly log rotation, daily tmp cleanup, weekly permission audit
-    "files.rotate_logs": "0 * * * *",
+    # files: daily log rotation (per target: [schedule] "files.rotate_logs[NAME]"), daily tmp cleanup, weekly permission audit
+    "files.rotate_logs": "0 0 * * *",
     "files.clean_tmp": "0 3 * * *",
     "files.audit_permissions": "0 3 * * 0",
     # reports and the watchdog

@@ -263,11 +263,10 @@ def build_parser() -> Parser:
     t = asub.add_parser("test", help="send a test alert to every channel")
     t.set_defaults(func=cmd_alerts_test)
 
-    from workers.cli import incidents
+    from workers.cli import incidents, logs, report
 
     incidents.add_parsers(sub, Parser)
-    from workers.cli import report
-
+    logs.add_parsers(sub, Parser)
     report.add_parsers(sub, Parser)
 
     s = sub.add_parser("completion", help="print the shell completion hook: eval \"$(maintd completion bash)\"")
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("celery", "kombu", "amqp"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        if args.command not in ("tasks", "completion"):
+        if args.command not in ("tasks", "completion", "logs"):
             _use_config(args)
         return int(args.func(args) or 0)
     except MaintdError as exc:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from workers.config.logs import LogRotation
 from workers.config.secrets import Secret, SecretUrl
 from workers.config.types import NAME_PATTERN, Role, Strict, TargetName, parse_age
 from workers.config.windows import MaintenanceWindow, parse_windows
@@ -326,11 +327,15 @@ def _HOSTPORT(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
-class LogsTarget(PinnedTarget):
+class LogsTarget(PinnedTarget, LogRotation):
+    """``[[logs]]``: log files on one host (``pattern`` in ``path``), rotated as logrotate would."""
+
     path: Path
     pattern: str = "*.log"
-    compress_after: str = "1d"
-    delete_after: str = "30d"
+
+    @property
+    def rotated_dir(self) -> Path:
+        return self.path / self.olddir if self.olddir is not None else self.path
 
 
 class FilesTarget(PinnedTarget):

@@ -1,1 +1,3 @@
-"""Host hygiene: temporary-file cleanup (``clean_tmp``) and permission audits (``audit``)."""
+"""Host file upkeep (Celery-free): log rotation (``rotate``), its compression (``compress``),
+the lossless copytruncate (``cut``), the logrotate stanza importer (``logrotate_import``),
+temporary-file cleanup (``clean_tmp``) and permission audits (``audit``)."""

@@ -27,7 +27,7 @@ from fnmatch import translate
 from typing import Any
 
 from workers.config import AuditTarget
-from workers.records.outcome import Result
+from workers.records.outcome import Result, progress
 
 # kind → (points per finding, cap): the seed's world-writable weight (10 each, at most 20),
 # setuid outside the allow-list is worse (a privilege escalation path), secrets next.
@@ -129,6 +129,7 @@ class Scanner:
         while stack:
             top = stack.pop()
             checkpoint()
+            progress("scan", self.audit.scanned, None, "files")  # published at most once a second
             try:
                 it = os.scandir(top)
             except OSError:
