@@ -157,20 +157,28 @@ class AliveMark(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         self.tref: Any = None
         self.client: Any = None
+        self.parent: Any = None
         super().__init__(parent, **kwargs)
 
     def start(self, parent: Any) -> None:
         self.client = alive_client(get_config())
         self.node = parent.hostname
+        self.parent = parent
         self.mark()
         self.tref = parent.timer.call_repeatedly(ALIVE_EVERY_S, self.mark, priority=10)
 
     def mark(self) -> None:
         try:
             mark_alive(self.client, self.node, ALIVE_TTL_S,
-                       {"pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                       {"pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "queues": self.queues()})
         except Exception as exc:  # noqa: BLE001 - the next mark retries; the TTL says the rest
             logger.warning("liveness mark for %s failed: %s", self.node, exc)
+
+    def queues(self) -> list[str]:
+        """The queues this node consumes now (`maintd status` finds queues nobody consumes)."""
+        consumer = getattr(self.parent, "task_consumer", None)
+        return sorted(q.name for q in consumer.queues) if consumer is not None else []
 
     def stop(self, parent: Any) -> None:
         if self.tref is not None:
