@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import threading
 import urllib.error
@@ -132,6 +133,11 @@ def test_scrape_reports_entries_health_deferred_and_queues(config: ConfigFactory
     assert m[("maintd_workers_alive", ())] == 1
     assert m[("maintd_exporter_source_up", labels(source="records"))] == 1
     assert m[("maintd_exporter_source_up", labels(source="broker"))] == 1
+    # The example dashboard asks only for metrics the exporter serves.
+    dashboard = json.loads((ROOT / "ops" / "grafana" / "maintd-dashboard.json").read_text())
+    asked = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"maintd_\w+", t["expr"])}
+    served = {name for name, _ in m}
+    assert asked and asked <= served, asked - served
 
 
 def test_basic_auth_with_flower_credentials(config: ConfigFactory, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
