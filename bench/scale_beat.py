@@ -1,7 +1,8 @@
 """Beat at fleet size: `maintd beat` and stock Celery beat (bench/stock_beat.py, same entries),
 run side by side over the same wall-clock window around a 5-minute boundary (where the health
 checks of every target fall due at once). Peak RSS over the whole run; CPU per tick over the
-window (ticks counted from beat's own "Waking up" debug lines); startup CPU separately."""
+window (ticks counted from beat's own debug lines: each due entry sent is one tick of Celery's
+Scheduler.tick, each idle tick logs "Waking up"); startup CPU separately."""
 
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ def run_beats(config_path: Path, entries_json: Path, maintd_broker: str, stock_b
         for r in runs:
             r.cpu_window = r.cpu() - r.cpu_start
             text = r.log.read_bytes()[offsets[r.name]:].decode(errors="replace")
-            r.ticks = text.count("beat: Waking up")
             r.sent = text.count("Scheduler: Sending due task")
+            # Celery's Scheduler.tick sends one due entry per tick; an idle tick logs "Waking up".
+            r.ticks = text.count("beat: Waking up") + r.sent
     finally:
         for r in runs:
             r.proc.terminate()

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.schedules import crontab
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, binding
 
 from workers.catalog import SPECS, TASK_MODULES, load_catalog, validate
 from workers.config import Config, get_config
@@ -112,7 +112,12 @@ def celery_settings(config: Config) -> dict[str, Any]:
 
 
 def declare_queues(config: Config) -> tuple[Queue, ...]:
-    return tuple(Queue(n, _EXCHANGE, routing_key=n) for n in all_queue_names(config))
+    """Each queue is bound to its own direct exchange (what the router publishes to) and to the
+    shared ``maintd`` exchange (unrouted tasks, producers that know only that name). The Redis
+    transport reads an exchange's whole binding set at every publish: one exchange for a
+    fleet's 200 queues made that a 200-member set per message (bench/scale.py)."""
+    return tuple(Queue(n, [binding(_EXCHANGE, routing_key=n), binding(Exchange(n, type="direct"), routing_key=n)],
+                       routing_key=n) for n in all_queue_names(config))
 
 
 def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
@@ -123,7 +128,7 @@ def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options
         return None
     target_name = args[0] if args else kwargs.get("target")
     queue = queue_for(spec, target_name, get_config())
-    return {"queue": queue, "routing_key": queue, "exchange": EXCHANGE}
+    return {"queue": queue, "routing_key": queue, "exchange": queue}
 
 
 def celery_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
