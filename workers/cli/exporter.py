@@ -15,13 +15,13 @@ import hmac
 import logging
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-
-from workers.config import Config
 from workers.errors import ConfigError, MaintdError
+
+if TYPE_CHECKING:
+    from workers.config import Config
 
 logger = logging.getLogger(__name__)
 DEFAULT_ADDRESS, DEFAULT_PORT = "127.0.0.1", 9808
@@ -72,6 +72,8 @@ def build_server(config: Config, address: str, port: int, no_auth: bool = False)
         password = None
     else:
         check_credentials(config.flower.user, password)
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
     from workers.cli.metrics import MaintdCollector
 
     registry = CollectorRegistry(auto_describe=False)
