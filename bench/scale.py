@@ -242,7 +242,10 @@ def main() -> int:
                                                  "args": [e.target] if e.target else [], "cron": e.cron,
                                                  "queue": e.queue, "expires_s": e.expires_s} for e in entries]))
             stock_broker = urlunsplit(urlsplit(redis_server.url)._replace(path="/1"))
-            maintd_run, stock_run = run_beats(config_path, entries_json, redis_server.url, stock_broker, work)
+            from workers.processes.beat import beat_child
+
+            maintd_run, stock_run = run_beats(config_path, list(beat_child(config).argv), entries_json,
+                                              stock_broker, work)
             drop_queues(conn)
             per_tick = {r.name: r.cpu_window / max(1, r.ticks) for r in (maintd_run, stock_run)}
             rows.append(("beat peak RSS", f"maintd {maintd_run.peak_rss / MiB:.0f} MiB, stock"

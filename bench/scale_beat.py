@@ -52,10 +52,11 @@ def next_boundary(now: datetime, minutes: int = 5) -> datetime:
     return base + timedelta(minutes=minutes - base.minute % minutes)
 
 
-def run_beats(config_path: Path, entries_json: Path, maintd_broker: str, stock_broker: str, work: Path,
+def run_beats(config_path: Path, maintd_argv: list[str], entries_json: Path, stock_broker: str, work: Path,
               after_s: float = 55, lead_s: float = 40) -> list[BeatRun]:
     """Start both beats ``lead_s`` before the next 5-minute boundary (waiting for it if needed);
-    the CPU window runs from 5 s before the boundary to ``after_s`` after it."""
+    the CPU window runs from 5 s before the boundary to ``after_s`` after it. ``maintd_argv`` is
+    the beat command `maintd beat` itself runs (whatever scheduler that is)."""
     boundary = next_boundary(datetime.now(UTC) + timedelta(seconds=lead_s))
     wait = (boundary - timedelta(seconds=lead_s) - datetime.now(UTC)).total_seconds()
     if wait > 0:
@@ -67,8 +68,7 @@ def run_beats(config_path: Path, entries_json: Path, maintd_broker: str, stock_b
     stock_env = {**base_env, "STOCK_BROKER_URL": stock_broker, "STOCK_ENTRIES": str(entries_json)}
     common = ["beat", "--loglevel", "DEBUG", "--pidfile="]
     runs = [
-        _start("maintd beat", [sys.executable, "-m", "celery", "-A", "workers.app", *common,
-                               "--schedule", str(work / "maintd-beat-schedule")], maintd_env, work / "maintd-beat.log"),
+        _start("maintd beat", [*maintd_argv, "--loglevel", "DEBUG", "--pidfile="], maintd_env, work / "maintd-beat.log"),
         _start("stock beat", [sys.executable, "-m", "celery", "-A", "bench.stock_beat", *common,
                               "--schedule", str(work / "stock-beat-schedule")], stock_env, work / "stock-beat.log"),
     ]
