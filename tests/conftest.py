@@ -313,16 +313,15 @@ def inprocess_worker(config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> 
 
     def start(role: str = "db", host: str = "testhost", concurrency: int = 2) -> Any:
         from celery.contrib.testing.worker import start_worker as embedded_worker
-        from kombu import Exchange, Queue
 
-        from workers.app import app
-        from workers.routing import EXCHANGE, lane_queues
+        from workers.app import app, declare_queue
+        from workers.routing import lane_queues
 
         monkeypatch.setenv("MAINTD_HOST", host)
         queues = sorted({q for lane in ("fast", "slow") for q in lane_queues(role, lane, host)})
         for name in queues:  # the app declared the queues of the config it was first built with
             if name not in app.amqp.queues:
-                app.amqp.queues.add(Queue(name, Exchange(EXCHANGE, type="direct"), routing_key=name))
+                app.amqp.queues.add(declare_queue(name))
         return stack.enter_context(embedded_worker(
             app, concurrency=concurrency, pool="threads", loglevel="WARNING", perform_ping_check=False,
             shutdown_timeout=60, queues=queues, hostname=f"{role}-inprocess@{host}"))

@@ -98,7 +98,8 @@ def test_compose_has_the_design_services_with_healthchecks_and_secrets() -> None
                 assert key.endswith("_FILE"), f"{key} is given inline"
 
 
-@pytest.mark.parametrize("unit", ["maintd-beat.service", "maintd-worker@.service", "maintd-flower.service"])
+@pytest.mark.parametrize("unit", ["maintd-beat.service", "maintd-worker@.service", "maintd-flower.service",
+                                  "maintd-exporter.service"])
 def test_systemd_unit_runs_maintd_hardened(unit: str) -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.schedules import crontab
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, binding
 
 from workers.beat_scheduler import beat_settings
 from workers.catalog import SPECS, TASK_MODULES, load_catalog, validate
@@ -115,7 +115,17 @@ def celery_settings(config: Config) -> dict[str, Any]:
 
 
 def declare_queues(config: Config) -> tuple[Queue, ...]:
-    return tuple(Queue(n, _EXCHANGE, routing_key=n) for n in all_queue_names(config))
+    """Each queue is bound to its own direct exchange (what the router publishes to) and to the
+    shared ``maintd`` exchange (unrouted tasks, producers that know only that name). The Redis
+    transport reads an exchange's whole binding set at every publish: one exchange for a
+    fleet's 200 queues made that a 200-member set per message (bench/scale.py)."""
+    return tuple(declare_queue(n) for n in all_queue_names(config))
+
+
+def declare_queue(name: str) -> Queue:
+    """One maintd queue: bound to its own exchange and to the shared one (``declare_queues``)."""
+    return Queue(name, [binding(_EXCHANGE, routing_key=name), binding(Exchange(name, type="direct"), routing_key=name)],
+                 routing_key=name)
 
 
 def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
@@ -126,7 +136,7 @@ def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options
         return None
     target_name = args[0] if args else kwargs.get("target")
     queue = queue_for(spec, target_name, get_config())
-    return {"queue": queue, "routing_key": queue, "exchange": EXCHANGE}
+    return {"queue": queue, "routing_key": queue, "exchange": queue}
 
 
 def celery_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
@@ -160,20 +170,28 @@ class AliveMark(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         self.tref: Any = None
         self.client: Any = None
+        self.parent: Any = None
         super().__init__(parent, **kwargs)
 
     def start(self, parent: Any) -> None:
         self.client = alive_client(get_config())
         self.node = parent.hostname
+        self.parent = parent
         self.mark()
         self.tref = parent.timer.call_repeatedly(ALIVE_EVERY_S, self.mark, priority=10)
 
     def mark(self) -> None:
         try:
             mark_alive(self.client, self.node, ALIVE_TTL_S,
-                       {"pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                       {"pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "queues": self.queues()})
         except Exception as exc:  # noqa: BLE001 - the next mark retries; the TTL says the rest
             logger.warning("liveness mark for %s failed: %s", self.node, exc)
+
+    def queues(self) -> list[str]:
+        """The queues this node consumes now (`maintd status` finds queues nobody consumes)."""
+        consumer = getattr(self.parent, "task_consumer", None)
+        return sorted(q.name for q in consumer.queues) if consumer is not None else []
 
     def stop(self, parent: Any) -> None:
         if self.tref is not None:

@@ -15,7 +15,7 @@ from workers.catalog import TaskSpec, effective_impact, resolve_target
 from workers.config import IMPACTS, ROLES, Config
 
 LANES: dict[str, tuple[str, ...]] = {"fast": ("none", "low"), "slow": ("medium", "high")}
-EXCHANGE = "maintd"  # one direct exchange; a queue's routing key is its name
+EXCHANGE = "maintd"  # every queue is bound here (routing key: its name) and to its own exchange
 
 
 def queue_name(role: str, impact: str, host: str | None = None) -> str:

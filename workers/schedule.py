@@ -27,8 +27,23 @@ class Entry:
     expires_s: int
 
     def next_run(self, now: datetime | None = None) -> datetime:
-        base = now or datetime.now(timezone.utc)
-        return croniter(self.cron, base).get_next(datetime)
+        return next_fire(self.cron, now or datetime.now(timezone.utc))
+
+
+@lru_cache(maxsize=256)
+def next_fire(cron: str, base: datetime) -> datetime:
+    """The first time ``cron`` fires after ``base`` (cached: a fleet's entries share a few crons)."""
+    return croniter(cron, base).get_next(datetime)
+
+
+@lru_cache(maxsize=256)
+def firings(cron: str, start: datetime, end: datetime) -> tuple[datetime, ...]:
+    """Every time ``cron`` fires in [start, end) (cached, as ``next_fire``)."""
+    it = croniter(cron, start - timedelta(seconds=1))
+    out = []
+    while (at := it.get_next(datetime)) < end:
+        out.append(at)
+    return tuple(out)
 
 
 def interval_s(cron: str, now: datetime | None = None) -> float:
@@ -120,12 +135,8 @@ def overlaps(config: Config, entries: list[Entry], seen: Mapping[tuple[str, str 
         if target is None:
             continue
         length = timedelta(seconds=expected_duration_s(e.task, e.target, seen))
-        it = croniter(e.cron, start - timedelta(seconds=1))
-        for _ in range(days * 24 * 60):
-            at = it.get_next(datetime)
-            if at >= end:
-                break
-            groups.setdefault(target.lock_scope, []).append((at, at + length, e))
+        group = groups.setdefault(target.lock_scope, [])
+        group.extend((at, at + length, e) for at in firings(e.cron, start, end))
     found: dict[tuple[str, str, str], Overlap] = {}
     for scope, runs in groups.items():
         runs.sort(key=lambda r: (r[0], r[2].name))

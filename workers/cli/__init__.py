@@ -263,9 +263,10 @@ def build_parser() -> Parser:
     t = asub.add_parser("test", help="send a test alert to every channel")
     t.set_defaults(func=cmd_alerts_test)
 
-    from workers.cli import incidents, logs, report
+    from workers.cli import exporter, incidents, logs, report
 
     incidents.add_parsers(sub, Parser)
+    exporter.add_parser(sub, Parser)
     logs.add_parsers(sub, Parser)
     report.add_parsers(sub, Parser)
 

@@ -82,6 +82,7 @@ def _age(ts: datetime | None) -> str:
 def status_document() -> dict[str, Any]:
     """Workers (from their liveness marks: no broadcast, no reply keys left in the broker), the
     latest outcome of each task and target, and the deferred runs."""
+    from workers.cli.queues import queue_states, unconsumed
     from workers.config import get_config
     from workers.doors.redis import alive_client, alive_nodes
     from workers.records import records
@@ -89,8 +90,11 @@ def status_document() -> dict[str, Any]:
     config = get_config()
     book = records(config)
     latest = book.runs.latest()
-    workers = sorted(alive_nodes(alive_client(config)))
-    return {"workers": workers, "latest": latest, "deferred": book.deferred.pending()}
+    nodes = alive_nodes(alive_client(config))
+    queues = queue_states(config, nodes)
+    return {"workers": sorted(nodes), "latest": latest, "deferred": book.deferred.pending(),
+            "queues": [q.as_dict() for q in queues if q.messages or q.consumers],
+            "unconsumed": [q.as_dict() for q in unconsumed(queues)]}
 
 
 def print_status(as_json: bool = False) -> int:
@@ -111,6 +115,10 @@ def print_status(as_json: bool = False) -> int:
               f" {run['summary'][:100]}")
     if not doc["latest"]:
         print("(no runs recorded yet)")
+    if doc["unconsumed"]:
+        print("\nqueues with messages and no consumer (no live worker serves them: start one for that role/host):")
+        for q in doc["unconsumed"]:
+            print(f"  {q['queue']}: {q['messages']} message(s)")
     if doc["deferred"]:
         print("\ndeferred:")
         for d in doc["deferred"]:

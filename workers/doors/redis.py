@@ -108,6 +108,24 @@ def alive_nodes(conn: redis.Redis) -> dict[str, dict[str, Any]]:
     return out
 
 
+# kombu's Redis transport keeps a queue as one list per priority step: the name itself (priority
+# 0, every maintd message) and ``<name>\x06\x16<step>`` for the others (its default steps).
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+def queue_depths(conn: redis.Redis, names: list[str]) -> dict[str, int]:
+    """Messages waiting in each named queue (all priority lists), one round trip."""
+    pipe = conn.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+        for step in _PRIORITY_STEPS:
+            pipe.llen(f"{name}{_PRIORITY_SEP}{step}")
+    counts = pipe.execute()
+    per = 1 + len(_PRIORITY_STEPS)
+    return {name: sum(int(c) for c in counts[i * per:(i + 1) * per]) for i, name in enumerate(names)}
+
+
 def classify(exc: BaseException, where: str, what: str = "") -> Exception:
     """A redis-py error as PermanentError (refused credentials or permission, a command error)
     or TransientError (connection, timeout, still loading). Never includes a secret."""

@@ -10,7 +10,7 @@ Reports, the watchdog and ``maintd status`` read here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -187,6 +187,31 @@ class RunLog:
         sql = latest_per_pair_sql(_FINDING, ", ".join(f"r.{c}" for c in RUN_COLUMNS), bool(tasks))
         params = {"tasks": list(tasks or [])}
         return self.db.execute(lambda cur: _rows(cur, sql, params), transaction=False)
+
+    def last_of_entries(self, entries: Sequence[tuple[str, str, str | None]]) -> dict[str, dict[str, Any]]:
+        """Per beat entry ``(name, task, target)``: its newest scheduled run (``status``,
+        ``started_at``, ``duration_s``; None before the first) and the end of the newest
+        success of its task and target (``ok`` or ``warning``, not a dry run, scheduled or
+        ad hoc: ``last_success_at``). Two index probes per entry (``maintd_runs_pair``)."""
+        if not entries:
+            return {}
+        sql = ("SELECT e.name, r.status, r.started_at, r.duration_s, s.at"
+               " FROM unnest(%(names)s::text[], %(tasks)s::text[], %(targets)s::text[]) AS e(name, task, tgt)"
+               " LEFT JOIN LATERAL (SELECT status, started_at, duration_s FROM maintd_runs"
+               "  WHERE task = e.task AND coalesce(target, '') = e.tgt AND entry = e.name"
+               "  ORDER BY started_at DESC, id DESC LIMIT 1) r ON true"
+               " LEFT JOIN LATERAL (SELECT coalesce(finished_at, started_at) AS at FROM maintd_runs"
+               "  WHERE task = e.task AND coalesce(target, '') = e.tgt AND status IN ('ok', 'warning') AND NOT dry_run"
+               "  ORDER BY started_at DESC, id DESC LIMIT 1) s ON true")
+        params = {"names": [n for n, _, _ in entries], "tasks": [t for _, t, _ in entries],
+                  "targets": [g or "" for _, _, g in entries]}
+
+        def do(cur: psycopg2.extensions.cursor) -> dict[str, dict[str, Any]]:
+            cur.execute(sql, params)
+            return {name: {"status": status, "started_at": started, "duration_s": duration, "last_success_at": ok_at}
+                    for name, status, started, duration, ok_at in cur.fetchall()}
+
+        return self.db.execute(do, transaction=False)
 
     def not_run_streak(self, task: str, target: str | None, limit: int = 100) -> tuple[int, str]:
         """How many *scheduled firings* of (task, target) in a row, newest first, ended without
