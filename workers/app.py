@@ -136,7 +136,11 @@ def route_task(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options
         return None
     target_name = args[0] if args else kwargs.get("target")
     queue = queue_for(spec, target_name, get_config())
-    return {"queue": queue, "routing_key": queue, "exchange": queue}
+    # A host's queue the app was not configured with (a long-lived producer whose config gained
+    # a pinned host since) is declared here rather than refused.
+    known = app.amqp.queues
+    return {"queue": known[queue] if queue in known else declare_queue(queue), "routing_key": queue,
+            "exchange": queue}
 
 
 def celery_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
