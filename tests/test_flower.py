@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +12,8 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, ConfigFactory, maintd_cmd, wait_until
+from tests.flower_support import running_flower
 from workers.doors.commands import free_port
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -58,26 +48,9 @@ def flower_config(config: ConfigFactory, target_db: str, tmp_path: Path, flower_
 
 @pytest.fixture
 def flower(flower_config: ConfigFactory, tmp_path: Path, flower_password: str) -> Iterator[str]:
-    port = free_port()
     log = tmp_path / "flower.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(maintd_cmd("flower", "--port", str(port)), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True, env={**os.environ})
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"maintd flower exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{base}/healthcheck", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_until(answers, 40, "Flower to answer")
+    with running_flower(log) as base:
         yield base
-    finally:
-        _stop(proc)
     # Flower's own log must not carry the secrets either (it logs the broker URL and settings).
     text = log.read_text(errors="replace")
     assert flower_password not in text, "Flower logged its password"
