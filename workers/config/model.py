@@ -8,7 +8,7 @@ Loading, ``${ENV}`` interpolation, ``*_file`` secrets and error formatting live 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from croniter import croniter
 from pydantic import (
@@ -30,7 +30,7 @@ from workers.config.reporting import (
     ReportsSection,
     resolve_metric_sources,
 )
-from workers.config.secrets import Secret, SecretUrl
+from workers.config.secrets import Secret, SecretUrl, WebhookUrl
 from workers.config.targets import (
     KIND_OF,
     AdmissionLimits,
@@ -182,35 +182,6 @@ class Thresholds(Strict):
             if name not in lower_is_worse and warn > crit:
                 raise ValueError(f"{name}: warning {warn} must not exceed critical {crit}")
         return self
-
-
-class WebhookUrl(SecretUrl):
-    """A webhook URL: its path and query are the credential (a Slack incoming webhook is
-    its token), so it shows as ``scheme://host[:port]/…`` only."""
-
-    @property
-    def masked(self) -> str:
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(self._value)
-            host, port = parts.hostname or "", parts.port
-        except ValueError:
-            return "***"
-        host = f"[{host}]" if ":" in host else host
-        rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
-        return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        from pydantic_core import core_schema
-
-        # Also accept a plain SecretUrl (code building a channel), re-wrapped so it masks this way.
-        return core_schema.no_info_after_validator_function(
-            lambda v: v if isinstance(v, cls) else cls(v.reveal() if isinstance(v, Secret) else v),
-            core_schema.union_schema([core_schema.is_instance_schema(Secret), core_schema.str_schema()]),
-            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v)),
-        )
 
 
 class AlertChannel(Strict):

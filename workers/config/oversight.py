@@ -12,25 +12,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 
-from workers.config.secrets import SecretUrl
+from workers.config.secrets import WebhookUrl
 from workers.config.types import Severity, Strict, parse_age
 
 FINDING_KINDS = ("missed", "late", "stuck", "failing", "too_short")
 
 
-class PingUrl(SecretUrl):
+class PingUrl(WebhookUrl):
     """A dead-man ping URL (Healthchecks-style): its path is the credential (the check's
-    UUID), so it shows as ``scheme://host[:port]/…``."""
-
-    @property
-    def masked(self) -> str:
-        try:
-            parts = urlsplit(self._value)
-            host, port = parts.hostname or "", parts.port
-        except ValueError:
-            return "***"
-        rest = "/…" if parts.path not in ("", "/") or parts.query else ""
-        return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
+    UUID), so it shows as ``scheme://host[:port]/…`` (``WebhookUrl.masked``)."""
 
     def with_suffix(self, suffix: str) -> PingUrl:
         """The URL with ``/suffix`` appended to its path (``/fail``), query kept."""

@@ -167,3 +167,30 @@ def mask_secrets(text: str, *owners: Any) -> str:
     text = _QUERY_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if sensitive_key(m.group(2)) and m.group(3)
                            else m.group(0), text)
     return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+class WebhookUrl(SecretUrl):
+    """A webhook URL: its path and query are the credential (a Slack incoming webhook is
+    its token), so it shows as ``scheme://host[:port]/…`` only."""
+
+    @property
+    def masked(self) -> str:
+        try:
+            parts = urlsplit(self._value)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:
+            return "***"
+        host = f"[{host}]" if ":" in host else host
+        rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+        return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        # Also accept a plain SecretUrl (code building a channel), re-wrapped so it masks this way.
+        return core_schema.no_info_after_validator_function(
+            lambda v: v if isinstance(v, cls) else cls(v.reveal() if isinstance(v, Secret) else v),
+            core_schema.union_schema([core_schema.is_instance_schema(Secret), core_schema.str_schema()]),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v)),
+        )
