@@ -1,0 +1,274 @@
+"""Each runbook example, pointed at a temporary tree and this session's real services, runs
+every task it schedules once in dry-run, in-process through the worker's own wrapper
+(``maintenance_task``: gates, history, Outcome): none is unknown, none fails.
+
+What is rewritten (``_Tree.rewrite``): PostgreSQL DSNs → a fresh test database holding the
+tables the example names; Redis URLs → the session's Redis; HTTP URLs → a loopback server
+answering every path with the JSON fields the examples expect; SQLite, log, tmp, audit,
+files, store and report paths → a tmp tree with a few files; certificates → a fresh
+self-signed PEM or a loopback TLS server; alert channels other than ``log`` dropped (a dry
+run must not page anyone); secrets (``password*``, ``*_file``, ``${ENV}``) dropped.
+Everything else (schedules, thresholds, windows, policies) is the example's own.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import sqlite3
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg2
+import pytest
+
+from tests.conftest import ROOT, ConfigFactory, PgServer, RedisServer
+from tests.test_health_support import LOOPBACK, TlsServer, write_pair
+
+EXAMPLES = ["agentic-ecosystem", "bse-data-optimization", "clo-management", "project-health"]
+STATUSES = {"ok", "warning", "critical", "skipped", "deferred"}
+
+# What the examples' HTTP checks and JSON metrics read (003/004 /health, 000's overall_status,
+# 002's error analytics): a healthy service.
+HEALTHY = {"status": "healthy", "overall_status": "healthy",
+           "result": {"error_rate": 0.4, "critical_errors_count": 0}}
+
+
+class AnyPathJson:
+    """A loopback HTTP server answering GET and POST on any path with ``HEALTHY``; it
+    records what was asked (so the test sees the checks really went out)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.requests.append((self.command, self.path))
+                data = json.dumps(HEALTHY).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _answer  # noqa: N815 (http.server's naming)
+            do_POST = _answer  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def url(self, original: str) -> str:
+        parts = urlsplit(original)
+        return f"http://{LOOPBACK}:{self.port}{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=2)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Tables as ``[name]``, arrays of tables as ``[[name]]``; anything nested inline."""
+    out: list[str] = []
+    for key, value in data.items():
+        rows = value if isinstance(value, list) else [value]
+        for row in rows:
+            out.append(f"[[{key}]]" if isinstance(value, list) else f"[{json.dumps(key)}]")
+            out.extend(f"{json.dumps(k)} = {toml_value(v)}" for k, v in row.items())
+            out.append("")
+    return "\n".join(out)
+
+
+class _Tree:
+    """The temporary tree and services an example is pointed at."""
+
+    def __init__(self, root: Path, pg: PgServer, redis_url: str, web: AnyPathJson, tls: TlsServer) -> None:
+        self.root, self.pg, self.redis_url, self.web, self.tls = root, pg, redis_url, web, tls
+        self.databases: list[str] = []
+
+    def dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def postgres(self, target: dict[str, Any]) -> None:
+        dsn = self.pg.dsn(self.pg.create_database("maintd_example"))
+        self.databases.append(dsn)
+        target["dsn"] = dsn
+        for key in ("password", "password_file", "restore_dsn", "restore_password", "restore_password_file"):
+            target.pop(key, None)
+        # The application's tables the example names, so retention, ANALYZE and VACUUM FULL
+        # find what they would find in production (empty).
+        tables: dict[str, str] = {t: "created_at" for t in [*target.get("analyze_tables", []),
+                                                            *target.get("vacuum_full_tables", [])]}
+        for policy in target.get("retention", []):
+            tables[policy["table"]] = policy["column"]
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn, conn.cursor() as cur:
+            for table, column in tables.items():
+                cur.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id bigserial PRIMARY KEY,'
+                            f' "{column}" timestamptz NOT NULL DEFAULT now(), body text)')
+                if column != "created_at":
+                    cur.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS created_at timestamptz DEFAULT now()')
+                cur.execute(f'INSERT INTO "{table}" (body) SELECT md5(g::text) FROM generate_series(1, 50) g')
+        conn.close()
+
+    def sqlite(self, target: dict[str, Any]) -> None:
+        path = self.dir("sqlite") / f"{target['name']}.db"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, body TEXT)")
+            db.executemany("INSERT INTO items (body) VALUES (?)", [(f"row {i}",) for i in range(200)])
+        db.close()
+        target["path"] = str(path)
+
+    def files_under(self, kind: str, name: str, names: list[str]) -> Path:
+        base = self.dir(kind, name)
+        for n in names:
+            (base / n).write_text(f"{kind} {name} {n}\n" * 20)
+        return base
+
+    def rewrite(self, data: dict[str, Any]) -> dict[str, Any]:
+        data.pop("flower", None)
+        pinned = [t["host"] for kind in ("logs", "sqlite", "files", "tmp", "audit", "hosts") for t in data.get(kind, [])
+                  if t.get("host")]
+        data["maintd"] = {"host": data.get("maintd", {}).get("host") or pinned[0], "data_dir": str(self.dir("data"))}
+        visibility = data.get("broker", {}).get("visibility_timeout", 21600)
+        data["broker"] = {"url": self.redis_url, "visibility_timeout": visibility}
+        data["results"] = {"url": self.results_url}
+        if "store" in data:
+            data["store"] = {"kind": "local", "path": str(self.dir("store"))}
+        for target in data.get("postgres", []):
+            self.postgres(target)
+        for target in data.get("redis", []):
+            target["url"] = self.redis_url
+            target.pop("password", None)
+            target.pop("password_file", None)
+        for target in data.get("http", []):
+            target["url"] = self.web.url(target["url"])
+        for target in data.get("sqlite", []):
+            self.sqlite(target)
+        for target in data.get("hosts", []):
+            if "mounts" in target:
+                target["mounts"] = [str(self.root)]
+        cert, _key = write_pair(self.dir("certs"), "example", 365)
+        for target in data.get("certificates", []):
+            if "path" in target:
+                target["path"] = str(cert)
+            else:
+                target["address"] = self.tls.address
+        for target in data.get("logs", []):
+            target["path"] = str(self.files_under("logs", target["name"], ["app.log", "error.log"]))
+            target.pop("pidfile", None)
+        for target in data.get("files", []):
+            target["paths"] = [str(self.files_under("files", target["name"], ["settings.yaml", ".env"]))]
+        for target in data.get("tmp", []):
+            target["path"] = str(self.files_under("tmp", target["name"], ["clo-export.csv", "other.txt"]))
+        for target in data.get("audit", []):
+            base = self.files_under("audit", target["name"], ["config.yaml", ".env"])
+            target["paths"] = [str(base)]
+            if target.get("secret_paths"):
+                target["secret_paths"] = [str(base / ".env")]
+        data["alerts"] = [a for a in data.get("alerts", []) if a.get("kind") == "log"]
+        if "watchdog" in data:
+            data["watchdog"].pop("ping_url", None)
+            data["watchdog"].pop("ping_url_file", None)
+        if "reports" in data:
+            data["reports"]["dir"] = str(self.dir("reports"))
+        if "incidents" in data:
+            data["incidents"]["logs"] = [str(self.root / "logs" / "*" / "*.log")]
+        return data
+
+    results_url = ""
+
+
+@pytest.fixture
+def services(pg_server: PgServer, redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[AnyPathJson, TlsServer]]:
+    web = AnyPathJson()
+    cert, key = write_pair(tmp_path, "tls", 365)
+    tls = TlsServer(cert, key)
+    try:
+        yield web, tls
+    finally:
+        web.close()
+        tls.close()
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_scheduled_task_runs_once_in_dry_run(example: str, config: ConfigFactory, pg_server: PgServer,
+                                                   redis_server: RedisServer, results_db: str, tmp_path: Path,
+                                                   services: tuple[AnyPathJson, TlsServer],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    web, tls = services
+    tree = _Tree(tmp_path / "tree", pg_server, redis_server.url, web, tls)
+    tree.results_url = results_db
+    source = ROOT / "ops" / "examples" / f"{example}.toml"
+    config.path.write_text(dump_toml(tree.rewrite(tomllib.loads(source.read_text()))))
+    from workers.config import reset_config
+
+    reset_config()
+
+    from workers.app import app
+    from workers.catalog import load_catalog, resolve_target
+    from workers.config import get_config
+    from workers.schedule import expand
+
+    cfg = get_config()
+    specs = load_catalog()
+    entries = expand(cfg)
+    # The example's own schedule is all known tasks (or per-target keys of them), and each runs.
+    for key in cfg.schedule:
+        assert key.split("[")[0] in specs, f"{example}: [schedule] names unknown task {key!r}"
+    scheduled = {e.task for e in entries}
+    assert scheduled & {"files.rotate_logs", "backup.verify", "health.overview", "watchdog.schedule"}
+
+    seen: dict[str, str] = {}
+    for entry in entries:
+        spec = specs.get(entry.task)
+        assert spec is not None and entry.task in app.tasks, f"{example}: {entry.name} is not a known task"
+        target = resolve_target(spec, entry.target, cfg) if entry.target else None
+        host = getattr(target, "pinned_host", None) or cfg.maintd.host
+        monkeypatch.setenv("MAINTD_HOST", host)  # a host-pinned task runs on its host's worker
+        result = app.tasks[entry.task].apply(args=(entry.target,) if entry.target else (),
+                                              kwargs={"dry_run": True})
+        assert result.state == "SUCCESS", f"{example}: {entry.name} {result.state}: {result.result}"
+        outcome = result.result
+        assert outcome["task"] == entry.task and outcome["target"] == entry.target, outcome
+        assert outcome["dry_run"] is True, f"{example}: {entry.name} did not run as a dry run"
+        assert outcome["status"] in STATUSES, f"{example}: {entry.name}: {outcome['status']}: {outcome['summary']}"
+        assert outcome["summary"], f"{example}: {entry.name} has no summary"
+        seen[entry.name] = outcome["status"]
+    assert set(seen) == {e.name for e in entries}
+    assert os.environ["MAINTD_HOST"]
+    if cfg.http:
+        assert web.requests, f"{example}: no HTTP check reached the loopback server"
+    print(f"\n{example}: {len(seen)} entries:", json.dumps(seen, indent=1, sort_keys=True))
