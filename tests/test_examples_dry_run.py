@@ -45,7 +45,8 @@ OLD = 3 * 86400  # seconds: tmp files older than every example's older_than, rot
 # What the examples' HTTP checks and JSON metrics read (003/004 /health, 000's overall_status,
 # 002's error analytics): a healthy service.
 HEALTHY = {"status": "healthy", "overall_status": "healthy",
-           "result": {"error_rate": 0.4, "critical_errors_count": 0}}
+           "result": {"error_rate": 0.4, "critical_errors_count": 0, "overall_health_percent": 98.5,
+                      "avg_query_time": 42, "connection_pool_usage": 35, "avg_response_time": 180}}
 
 
 class AnyPathJson:
@@ -307,6 +308,8 @@ def test_every_scheduled_task_runs_once_in_dry_run(example: str, config: ConfigF
         assert status != "critical" or entry.task in MAY_BE_CRITICAL, f"{example}: {entry.name}: {outcome['summary']}"
         assert status != "skipped" or entry.task in MAY_BE_SKIPPED, f"{example}: {entry.name}: {outcome['summary']}"
         assert status != "deferred" or spec.windowed, f"{example}: {entry.name}: {outcome['summary']}"
+        if entry.task == "health.metric":  # the loopback service answers healthy values
+            assert status == "ok" and outcome["metrics"], f"{example}: {entry.name}: {outcome['summary']}"
         if entry.task in ("files.rotate_logs", "files.clean_tmp") or (
                 entry.task == "postgres.retention" and getattr(target, "retention", None)):
             # There is work to do (old files, live logs, expired rows): the plan names it.
