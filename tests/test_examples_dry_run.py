@@ -40,6 +40,64 @@ MAY_BE_CRITICAL = {"backup.verify", "backup.restore_test", "health.host", "healt
                    "redis.stats", "health.overview", "reports.weekly", "reports.capacity"}
 # Skipped for a reason of the test database: pg_stat_statements is not installed there.
 MAY_BE_SKIPPED = {"postgres.slow_queries", "postgres.stats_reset"}
+# Each runbook's procedures at its frequency (entry → cron), as the examples schedule them.
+RUNBOOK: dict[str, dict[str, str]] = {
+    "agentic-ecosystem": {  # 002's maintenance matrix
+        "files.rotate_logs[maintenance-logs]": "0 * * * *", "postgres.vacuum_bloated[supabase]": "0 2 * * *",
+        "files.audit_permissions[agentic-perms]": "0 3 * * *", "backup.verify[supabase]": "0 4 * * *",
+        "postgres.reindex[supabase]": "0 1 * * 0", "postgres.stats[supabase]": "0 2 * * 0",
+        "postgres.retention[supabase]": "0 3 * * 0", "backup.files[agentic-config]": "45 0 * * *",
+        "health.metric[error_rate]": "0 2 * * *", "health.http[fn-gdpr-compliance]": "*/5 * * * *",
+    },
+    "bse-data-optimization": {  # 003: every 5 minutes, daily backups, the weekly script, monthly review
+        "health.http[bse-api]": "*/5 * * * *", "health.host[bse1]": "*/5 * * * *",
+        "redis.stats[bse-cache]": "*/15 * * * *", "backup.redis[bse-cache]": "35 0 * * *",
+        "backup.files[bse-config]": "45 0 * * *", "backup.files[bse-app]": "0 3 * * 0",
+        "files.rotate_logs[bse-logs]": "0 2 * * 0", "health.certificates[bse-tls]": "0 6 * * 1",
+        "reports.weekly": "0 7 * * 1", "files.audit_permissions[bse-perms]": "0 4 1 * *",
+    },
+    "clo-management": {  # 000/001: daily 02:00, Sunday 03:00, monthly, weekly report Monday 09:00
+        "backup.postgres[clo]": "0 2 * * *", "files.clean_tmp[clo-tmp]": "0 2 * * *",
+        "files.rotate_logs[clo-app-logs]": "0 2 * * *", "sqlite.integrity[clo-assets]": "0 2 * * *",
+        "backup.sqlite[clo-reference]": "0 3 * * 0", "sqlite.optimize[clo-model-config]": "30 3 * * 0",
+        "postgres.vacuum_full[clo]": "0 4 * * 0", "postgres.retention[clo]": "0 1 * * 0",
+        "backup.files[clo-config]": "0 4 1 * *", "files.audit_permissions[clo-perms]": "0 5 1 * *",
+        "reports.weekly": "0 9 * * 1", "health.http[api]": "*/5 * * * *",
+    },
+    "project-health": {  # 004's cron table
+        "health.certificates[health-tls]": "0 6 * * *", "files.rotate_logs[project-health-logs]": "15 6 * * *",
+        "backup.verify[health-db]": "45 6 * * *", "reports.weekly": "0 2 * * 0",
+        "files.audit_permissions[project-health-perms]": "30 2 * * 0", "backup.restore_test[health-db]": "0 3 * * 0",
+        "sqlite.optimize[health-db]": "0 1 1 * *", "reports.capacity": "0 1 2 * *",
+        "backup.files[project-health-config]": "45 0 * * *",
+    },
+}
+
+
+def runbook_thresholds(example: str, cfg: Any) -> dict[str, tuple[Any, Any]]:
+    """(configured, the runbook's) for the thresholds each runbook states."""
+    if example == "agentic-ecosystem":  # 002: health score < 95 / < 90, error rate 2 % / 5 %
+        rate = cfg.target("metrics", "error_rate")
+        return {"score": ((cfg.health.score_warning, cfg.health.score_critical), (95, 90)),
+                "error_rate": ((rate.warning, rate.critical), ("> 2", "> 5"))}
+    if example == "bse-data-optimization":  # 003 KPIs
+        return {"api_ms": (cfg.target("http", "bse-api").max_latency_ms, 500),
+                "cpu": (cfg.thresholds.cpu_percent, (70, 85)), "memory": (cfg.thresholds.memory_percent, (80, 90)),
+                "hit_rate": (cfg.thresholds.redis_hit_rate, (0.95, 0.90)),
+                "cache_use": (cfg.target("redis", "bse-cache").use, "cache")}
+    if example == "clo-management":  # 000/001: logrotate stanza, /tmp/clo-* after a day, 85/95 memory
+        logs, tmp = cfg.target("logs", "clo-app-logs"), cfg.target("tmp", "clo-tmp")
+        return {"rotate": ((logs.rotate, logs.delaycompress, logs.missingok, logs.notifempty), (30, True, True, True)),
+                "tmp": ((tmp.pattern, tmp.older_than), ("clo-*", "1d")),
+                "memory": (cfg.thresholds.memory_percent, (85, 95)), "retention_days": (cfg.retention.max_age_days, 30)}
+    # 004: 500 MB database, 1 GB of logs, score < 80, security score < 80, 30-day log retention
+    return {"db_mb": (cfg.target("sqlite", "health-db").max_size_mb, 500),
+            "db_limit": (cfg.reports.sqlite_bytes_limit, 500e6), "logs": (cfg.target("logs", "project-health-logs")
+                                                                         .max_dir_size, "1G"),
+            "score": (cfg.health.score_warning, 80), "security": (cfg.target("audit", "project-health-perms").min_score, 80),
+            "log_days": (cfg.target("logs", "project-health-logs").delete_after, "30d")}
+
+
 OLD = 3 * 86400  # seconds: tmp files older than every example's older_than, rotated logs to expire
 
 # What the examples' HTTP checks and JSON metrics read (003/004 /health, 000's overall_status,
@@ -284,8 +342,12 @@ def test_every_scheduled_task_runs_once_in_dry_run(example: str, config: ConfigF
     # The example's own schedule is all known tasks (or per-target keys of them), and each runs.
     for key in cfg.schedule:
         assert key.split("[")[0] in specs, f"{example}: [schedule] names unknown task {key!r}"
-    scheduled = {e.task for e in entries}
-    assert scheduled & {"files.rotate_logs", "backup.verify", "health.overview", "watchdog.schedule"}
+    crons = {e.name: e.cron for e in entries}
+    for name, cron in RUNBOOK[example].items():
+        assert crons.get(name) == cron, f"{example}: {name} runs at {crons.get(name)!r}, the runbook's is {cron!r}"
+    assert cfg.store is not None and cfg.files and cfg.audit, f"{example}: a store, [[files]] and [[audit]]"
+    for what, (configured, runbook) in runbook_thresholds(example, cfg).items():
+        assert configured == runbook, f"{example}: {what} is {configured!r}, the runbook's {runbook!r}"
 
     before, rows_before = tree.snapshot(), tree.row_counts()
     assert before and all(rows_before.values()) if cfg.postgres else before
