@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -112,6 +113,7 @@ def test_release_deferred_records_a_row_only_when_it_released_something(config: 
     from tasks.maintd import release_deferred
     from workers.records import records
 
+    release_deferred.delay().get(timeout=30)  # whatever earlier tests left due in the session's database
     idle = release_deferred.delay().get(timeout=30)
     assert idle["status"] == "ok" and idle["actions"] == []
     assert records().runs.find(task_id=idle["task_id"]) == []
@@ -216,3 +218,29 @@ def test_a_large_history_keeps_status_and_overview_on_the_index(config: ConfigFa
 
     plan = book.execute(explain)
     assert "Seq Scan on maintd_runs" not in plan, plan
+
+
+def test_a_deferral_whose_target_left_the_config_is_dropped_and_the_others_still_go(
+        config: ConfigFactory, target_db: str) -> None:
+    """An operator removed a target while one of its runs waited: the release drops that one
+    (recorded ``skipped``, naming why) and still sends the others; before, the whole release
+    failed every minute."""
+    gone, kept = f"gone-{uuid.uuid4().hex[:6]}", f"kept-{uuid.uuid4().hex[:6]}"
+    config.write(f'[[postgres]]\nname = "{kept}"\ndsn = "{target_db}"\n')
+    from tasks.maintd import release_deferred
+    from workers.records import records
+
+    book = records()
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    book.deferred.defer("maintd.noop", gone, {}, due, "pytest: window", origin="first-gone")
+    book.deferred.defer("maintd.noop", kept, {}, due, "pytest: window", origin="first-kept")
+    outcome = release_deferred.apply().get()
+    assert outcome["status"] == "ok", outcome
+    assert f"maintd.noop[{kept}]" in outcome["actions"]
+    assert any(a.startswith(f"dropped maintd.noop[{gone}]: unknown postgres target '{gone}'")
+               for a in outcome["actions"]), outcome["actions"]
+    assert "dropped 1 no longer in the config" in outcome["summary"]
+    assert [d for d in book.deferred.pending() if d["target"] in (gone, kept)] == []
+    skipped = book.runs.find(task="maintd.noop", target=gone)
+    assert [(r["status"], r["task_id"]) for r in skipped] == [("skipped", "first-gone")]
+    assert skipped[0]["summary"].startswith("not released: unknown postgres target")

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg2.extensions
 
+from workers.errors import PermanentError
 from workers.records.connection import ResultsDatabase, rows
 
 
@@ -57,10 +58,13 @@ class DeferredRuns:
             cur, "DELETE FROM maintd_deferred WHERE expires_at IS NOT NULL AND expires_at <= now()"
                  " RETURNING task, target, reason, entry, origin, expires_at, deferred_at"))
 
-    def release_due(self, send: Callable[..., Any]) -> list[str]:
+    def release_due(self, send: Callable[..., Any],
+                    on_drop: Callable[[dict[str, Any], str], None] | None = None) -> list[str]:
         """Dispatch every due deferred run with ``send(task, target, kwargs, meta)`` (``meta``:
         entry, origin, expires_at); a row is deleted in the same transaction as its send, so a
-        crash re-releases, never loses."""
+        crash re-releases, never loses. A run that can no longer be sent (its target or task
+        left the config: ``PermanentError``) is deleted and handed to ``on_drop(row, why)``
+        instead of stopping the others."""
 
         def release(cur: psycopg2.extensions.cursor) -> list[str]:
             cur.execute("SELECT task, target, kwargs, entry, origin, expires_at FROM maintd_deferred"
@@ -68,9 +72,15 @@ class DeferredRuns:
                         " ORDER BY not_before FOR UPDATE SKIP LOCKED")
             sent = []
             for task, target, kwargs, entry, origin, expires_at in cur.fetchall():
-                send(task, target, kwargs, {"entry": entry, "origin": origin, "expires_at": expires_at})
+                meta = {"entry": entry, "origin": origin, "expires_at": expires_at}
+                try:
+                    send(task, target, kwargs, meta)
+                except PermanentError as exc:
+                    if on_drop is not None:
+                        on_drop({"task": task, "target": target, **meta}, str(exc))
+                else:
+                    sent.append(f"{task}[{target}]")
                 cur.execute("DELETE FROM maintd_deferred WHERE task = %s AND target = %s", (task, target))
-                sent.append(f"{task}[{target}]")
             return sent
 
         return self.db.execute(release)

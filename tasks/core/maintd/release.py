@@ -33,23 +33,33 @@ def release(run: RunContext, send: Callable[[str, str, dict[str, Any], dict[str,
     actions += [f"closed {r['task']}[{r['target'] or ''}] run {r['task_id'][:8]} on {r['worker']} as lost" for r in lost]
     report_lost(run.config, lost, STALE, run.host)
     now = datetime.now(UTC)
-    for d in book.deferred.drop_expired():
+
+    def skip(d: dict[str, Any], summary: str, action: str) -> None:
         spec = SPECS.get(d["task"])
-        summary = (f"gave up waiting for the lock: the scheduled run expired at {d['expires_at']:%Y-%m-%d %H:%M}Z"
-                   f" (waiting since {d['deferred_at']:%H:%M}Z: {d['reason']})")[:500]
         book.runs.record(task_id=d["origin"] or f"deferred:{d['task']}[{d['target']}]", task=d["task"],
-                         target=d["target"], status="skipped", summary=summary, host=run.host,
+                         target=d["target"], status="skipped", summary=summary[:500], host=run.host,
                          impact=effective_impact(spec, run.config) if spec else "unknown",
                          worker=run.worker, attempt=1, dry_run=False, started_at=now, finished_at=now,
                          entry=d["entry"], origin=d["origin"])
         if d["entry"]:
             watch_streak(run.config, book, d["task"], d["target"], "skipped", run.host)
-        actions.append(f"dropped {d['task']}[{d['target']}]: expired waiting for the lock")
-    released = book.deferred.release_due(send)
+        actions.append(action)
+
+    expired = book.deferred.drop_expired()
+    for d in expired:
+        skip(d, f"gave up waiting for the lock: the scheduled run expired at {d['expires_at']:%Y-%m-%d %H:%M}Z"
+                f" (waiting since {d['deferred_at']:%H:%M}Z: {d['reason']})",
+             f"dropped {d['task']}[{d['target']}]: expired waiting for the lock")
+    gone: list[tuple[dict[str, Any], str]] = []  # its target or task left the config
+    released = book.deferred.release_due(send, on_drop=lambda d, why: gone.append((d, why)))
+    for d, why in gone:  # recorded after the release's transaction
+        skip(d, f"not released: {why}", f"dropped {d['task']}[{d['target']}]: {why}")
     actions += released
     parts = [f"released {len(released)} deferred run(s)"]
     if lost:
         parts.append(f"closed {len(lost)} lost run(s)")
-    if len(actions) > len(released) + len(lost):
-        parts.append(f"dropped {len(actions) - len(released) - len(lost)} expired lock wait(s)")
+    if expired:
+        parts.append(f"dropped {len(expired)} expired lock wait(s)")
+    if gone:
+        parts.append(f"dropped {len(gone)} no longer in the config")
     return Result("ok", "; ".join(parts), {"released": len(released), "lost": len(lost)}, actions)
