@@ -146,7 +146,10 @@ def test_optimize_vacuums_above_threshold_without_losing_writes(tmp_path: Path, 
     with Writer(db) as w:
         result = optimize.optimize(t, dry_run=False, remaining_s=60)
         time.sleep(0.2)
-    assert result.status == "ok", result.summary
+    # A writer that keeps writing may hold a WAL frame through the checkpoint: that (and only
+    # that) is a warning, the VACUUM itself was done.
+    incomplete = "WAL checkpoint incomplete" in result.summary
+    assert result.status == "ok" or (mode == "wal" and incomplete and result.status == "warning"), result.summary
     assert result.actions == plan.actions
     assert result.metrics["vacuumed"] and result.metrics["bytes_reclaimed"] > 1_000_000
     assert result.metrics["freelist_after"] < result.metrics["freelist_before"]
