@@ -114,7 +114,8 @@ def test_in_place_restore_that_cannot_be_one_transaction_is_refused(orders_db: s
 
     # The fix the message names: client tools of the server's major (here /usr/lib/postgresql/15).
     same = PostgresTarget(name="main", dsn=orders_db)
-    run_backup(same, store)  # pg_dump 15: an archive pg_restore 15 reads
+    time.sleep(1.1)  # backup ids carry the second they were taken: this one must be the newest
+    assert run_backup(same, store).status == "ok"  # pg_dump 15: an archive pg_restore 15 reads
     plan = restore.restore(store, same, None, now=now(), confirm="main", dry_run=True, timeout_s=120)  # type: ignore[arg-type]
     assert any("--single-transaction" in a for a in plan.actions), plan.actions
     sql(orders_db, "DELETE FROM orders WHERE id > 50")
