@@ -56,6 +56,7 @@ def test_missing_tasks_are_named_by_schedule_and_check_config(tmp_path: Path, mo
 
 
 def test_hygiene_tasks_through_a_real_worker(config, redis_server, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cache = f"cache-{uuid.uuid4().hex[:6]}"  # its own history: the first run has no earlier counters
     tmp_root = tmp_path / "tmproot"
     tmp_root.mkdir()
     old = tmp_root / "clo-old"
@@ -89,7 +90,7 @@ def test_hygiene_tasks_through_a_real_worker(config, redis_server, start_worker,
         path = "{db}"
 
         [[redis]]
-        name = "cache"
+        name = "{cache}"
         role = "app"
         url = "{redis_server.url}"
         use = "cache"
@@ -113,9 +114,9 @@ def test_hygiene_tasks_through_a_real_worker(config, redis_server, start_worker,
     assert optimized["status"] == "ok" and "ANALYZE" in optimized["actions"], optimized["summary"]
 
     key = f"maintd-test:{uuid.uuid4().hex}"
-    first = redis.stats.delay("cache").get(timeout=60)
+    first = redis.stats.delay(cache).get(timeout=60)
     assert first["task"] == "redis.stats" and first["metrics"]["hit_rate_scope"] == "since start"
-    second = redis.stats.delay("cache").get(timeout=60)
+    second = redis.stats.delay(cache).get(timeout=60)
     assert second["metrics"]["hit_rate_scope"] == "interval"  # the first run's counters came from history
     assert second["metrics"]["interval_s"] > 0
     assert key not in str(second)
