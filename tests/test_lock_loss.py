@@ -90,8 +90,11 @@ def test_killed_lock_session_fails_the_run_lock_lost(config: ConfigFactory, targ
 
 
 def _lock_session(cur: Any) -> int | None:
+    # this test's database only: pg_locks is the whole server's, and other test processes run
+    # maintd.hold on their own databases at the same time
     cur.execute("SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'maintd:maintd.hold@%%'")
+                " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'maintd:maintd.hold@%%'"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     row = cur.fetchone()
     return int(row[0]) if row else None
 
